@@ -29,6 +29,8 @@ class TurnSample:
     logprobs: list[float]
     parsed: ParsedCompletion
     images: list[Any] = field(default_factory=list)
+    pixel_values: Any = None  # [patches, 3, p, p] tensor for the prompt's images, if any
+    image_grid_thw: Any = None  # [images, 3]
 
     @property
     def num_completion_tokens(self) -> int:

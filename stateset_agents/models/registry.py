@@ -1,0 +1,120 @@
+"""Embedded models: names that resolve to locally built model directories.
+
+`tiny-kimi-k2.5-base` (random init) and `tiny-kimi-k2.5` (warm-started on task dialogues) are
+built on first use into `$STATESET_AGENTS_CACHE/models/NAME` (default `~/.cache/stateset_agents`)
+and reused while their build fingerprint matches. Builds go to a temporary directory that is
+renamed into place, under a file lock, so concurrent or interrupted builds never leave a
+half-written model behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+BUILD_INFO = "build_info.json"
+CACHE_ENV = "STATESET_AGENTS_CACHE"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    description: str
+    fingerprint: Callable[[], str]
+    build: Callable[[Path], None]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "stateset_agents"
+    return Path(root)
+
+
+def _base_fingerprint() -> str:
+    from stateset_agents.models.tiny_kimi import TinyKimiSpec
+
+    return f"base-v1|{TinyKimiSpec().fingerprint()}"
+
+
+def _build_base(directory: Path) -> None:
+    from stateset_agents.models.tiny_kimi import build_tiny_kimi
+
+    build_tiny_kimi(directory)
+
+
+def _warm_fingerprint() -> str:
+    from stateset_agents.training.warm_start import warm_start_fingerprint
+
+    return f"{_base_fingerprint()}|{warm_start_fingerprint()}"
+
+
+def _build_warm(directory: Path) -> None:
+    from stateset_agents.training.warm_start import build_warm_started
+
+    build_warm_started(base_dir=ensure_embedded_model("tiny-kimi-k2.5-base"), output_dir=directory)
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "tiny-kimi-k2.5-base": EmbeddedModel(
+        "tiny-kimi-k2.5-base", "tiny Kimi-K2.5, random init (seconds to build)", _base_fingerprint, _build_base
+    ),
+    "tiny-kimi-k2.5": EmbeddedModel(
+        "tiny-kimi-k2.5", "tiny Kimi-K2.5 warm-started on task dialogues (minutes to build)",
+        _warm_fingerprint, _build_warm,
+    ),
+}
+
+
+def is_embedded(name: str) -> bool:
+    return name in EMBEDDED_MODELS
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_current(directory: Path, fingerprint: str) -> bool:
+    info = directory / BUILD_INFO
+    return info.exists() and json.loads(info.read_text()).get("fingerprint") == fingerprint
+
+
+def ensure_embedded_model(name: str, *, log: Callable[[str], None] = print) -> Path:
+    """Path to the embedded model `name`, building it first if missing or stale."""
+    if name not in EMBEDDED_MODELS:
+        raise KeyError(f"unknown embedded model {name!r}; available: {', '.join(EMBEDDED_MODELS)}")
+    entry = EMBEDDED_MODELS[name]
+    target = cache_dir() / "models" / name
+    fingerprint = entry.fingerprint()
+    if _is_current(target, fingerprint):
+        return target
+    with _file_lock(cache_dir() / "models" / f".{name}.lock"):
+        if _is_current(target, fingerprint):  # another process built it while we waited
+            return target
+        log(f"Building {name} ({entry.description}) into {target} ...")
+        started = time.perf_counter()
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        try:
+            entry.build(staging)
+            seconds = time.perf_counter() - started
+            (staging / BUILD_INFO).write_text(json.dumps({"fingerprint": fingerprint, "build_seconds": seconds}))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log(f"Built {name} in {seconds:.1f}s")
+    return target

@@ -1,0 +1,91 @@
+"""Batched sampling with Hugging Face `generate`, returning exact ids and sampling logprobs.
+
+The sampling logprob of a token is defined once, here and in `rollout.scoring`: the log-softmax
+of the model's *raw* logits divided by the temperature. `generate`'s `output_scores` come after
+its logits processors (top-k/top-p masking) and would differ by whole nats, so we read
+`output_logits` instead. With top-p < 1 (or top-k > 0) tokens are *drawn* from the truncated
+distribution, but π_old is still the untruncated tempered distribution: the trainer computes
+exactly the same quantity, so ratios are consistent (the truncation is treated as part of the
+behaviour policy's exploration, as TRL and verl do). Greedy decoding (temperature 0) records
+logprobs at temperature 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from stateset_agents.rollout.encoding import EncodedPrompt, image_inputs, left_padded_batch
+
+
+@dataclass
+class SamplingSettings:
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    @property
+    def logprob_temperature(self) -> float:
+        return self.temperature if self.temperature > 0 else 1.0
+
+
+@dataclass
+class Sample:
+    """One completion: exact sampled ids (end-of-turn included when sampled) and their logprobs."""
+
+    prompt: EncodedPrompt
+    completion_ids: list[int]
+    logprobs: list[float]
+    finished: bool
+
+
+class HFGenerator:
+    """Samples completions for a batch of encoded prompts in one `generate` call."""
+
+    def __init__(self, model, pad_token_id: int, stop_token_ids: list[int]):
+        self.model = model
+        self.pad_token_id = pad_token_id
+        self.stop_token_ids = list(stop_token_ids)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def generate(self, prompts: list[EncodedPrompt], sampling: SamplingSettings) -> list[Sample]:
+        if not prompts:
+            return []
+        batch = left_padded_batch([p.input_ids for p in prompts], self.pad_token_id, self.device)
+        batch.pop("position_ids")  # generate derives the same positions from the attention mask
+        batch.update(image_inputs(prompts, self.device, self.dtype))
+        do_sample = sampling.temperature > 0
+        sampling_kwargs = dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k) if do_sample else {}
+        output = self.model.generate(
+            **batch,
+            do_sample=do_sample,
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=self.pad_token_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+            **sampling_kwargs,
+        )
+        prompt_width = batch["input_ids"].shape[1]
+        completions = output.sequences[:, prompt_width:]  # [B, C]
+        logits = torch.stack(output.logits, dim=1).float()  # [B, C, V] raw logits
+        logprobs = torch.log_softmax(logits / sampling.logprob_temperature, dim=-1)
+        token_logprobs = logprobs.gather(-1, completions.unsqueeze(-1)).squeeze(-1)  # [B, C]
+        return [self._trim(prompt, completions[row], token_logprobs[row]) for row, prompt in enumerate(prompts)]
+
+    def _trim(self, prompt: EncodedPrompt, ids: torch.Tensor, logprobs: torch.Tensor) -> Sample:
+        """Cut a row after its first stop token (what follows is padding)."""
+        ids_list = ids.tolist()
+        stops = [i for i, token in enumerate(ids_list) if token in self.stop_token_ids]
+        end = stops[0] + 1 if stops else len(ids_list)
+        return Sample(prompt, ids_list[:end], logprobs[:end].tolist(), finished=bool(stops))

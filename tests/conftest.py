@@ -1,0 +1,36 @@
+"""Shared fixtures: one tiny Kimi-K2.5 built per machine (cached under .cache/), loaded once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("STATESET_AGENTS_CACHE", str(REPO / ".cache" / "test-models"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    from stateset_agents.models.registry import ensure_embedded_model
+
+    return ensure_embedded_model("tiny-kimi-k2.5-base")
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_model_dir):
+    from stateset_agents.models.loading import LoadSettings, load_model
+
+    return load_model(str(tiny_model_dir), LoadSettings(device="cpu"))
+
+
+@pytest.fixture()
+def tiny_agent(tiny_loaded):
+    from stateset_agents.core.agent import Agent, AgentConfig
+
+    config = AgentConfig(model_name="tiny-kimi-k2.5-base", system_prompt="You are a support agent.",
+                         max_new_tokens=24, model_kwargs={"chat_template_kwargs": {"thinking": True}})
+    return Agent(config, loaded=tiny_loaded)
