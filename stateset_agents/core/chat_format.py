@@ -14,12 +14,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
-from functools import cached_property
+from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property, lru_cache
 from typing import Any, Protocol
 
 from stateset_agents.core.completion import ParsedCompletion, ToolCall
 from stateset_agents.core.messages import content_parts, is_image_part, validate_messages
+
+__all__ = [
+    "KIMI_CHAT_TEMPLATE",
+    "ChatFormat",
+    "GenericChatFormat",
+    "KimiChatFormat",
+    "get_chat_format",
+    "message_reasoning",
+    "parse_completion",
+]
 
 # Kimi-K2.5 special tokens.
 BOS, EOS, PAD = "[BOS]", "[EOS]", "[PAD]"
@@ -27,80 +37,71 @@ IM_SYSTEM, IM_USER, IM_ASSISTANT = "<|im_system|>", "<|im_user|>", "<|im_assista
 IM_MIDDLE, IM_END = "<|im_middle|>", "<|im_end|>"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 TOOL_SECTION_BEGIN, TOOL_SECTION_END = "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"
-TOOL_CALL_BEGIN, TOOL_CALL_ARGS, TOOL_CALL_END = (
-    "<|tool_call_begin|>",
-    "<|tool_call_argument_begin|>",
-    "<|tool_call_end|>",
-)
-MEDIA_BEGIN, MEDIA_CONTENT, MEDIA_PAD, MEDIA_END = (
-    "<|media_begin|>",
-    "<|media_content|>",
-    "<|media_pad|>",
-    "<|media_end|>",
-)
+TOOL_CALL_BEGIN, TOOL_CALL_ARGS = "<|tool_call_begin|>", "<|tool_call_argument_begin|>"
+TOOL_CALL_END = "<|tool_call_end|>"
+MEDIA_BEGIN, MEDIA_CONTENT = "<|media_begin|>", "<|media_content|>"
+MEDIA_PAD, MEDIA_END = "<|media_pad|>", "<|media_end|>"
 KIMI_DEFAULT_SYSTEM_PROMPT = "You are Kimi, an AI assistant created by Moonshot AI."
 KIMI_IMAGE_PLACEHOLDER = f"{MEDIA_BEGIN}image{MEDIA_CONTENT}{MEDIA_PAD}{MEDIA_END}"
 
-KIMI_CHAT_TEMPLATE = (
-    "{%- macro render_content(content) -%}"
-    "{%- if content is string -%}{{ content }}"
-    "{%- elif content is iterable and content is not mapping -%}"
-    "{%- for part in content -%}"
-    "{%- if part['type'] == 'text' -%}{{ part['text'] }}"
-    "{%- elif part['type'] in ['image', 'image_url'] -%}" + KIMI_IMAGE_PLACEHOLDER + ""
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{%- endmacro -%}"
-    "{%- set thinking = thinking if thinking is defined else true -%}"
-    "{%- if tools -%}"
-    "<|im_system|>tool_declare<|im_middle|>{{ tools | tojson(separators=(',', ':')) }}<|im_end|>"
-    "{%- endif -%}"
-    "{%- if not messages or messages[0]['role'] != 'system' -%}"
-    "<|im_system|>system<|im_middle|>" + KIMI_DEFAULT_SYSTEM_PROMPT + "<|im_end|>"
-    "{%- endif -%}"
-    "{%- set ns = namespace(last_user=-1) -%}"
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'user' -%}{%- set ns.last_user = loop.index0 -%}{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'system' -%}"
-    "<|im_system|>system<|im_middle|>{{ render_content(message['content']) }}<|im_end|>"
-    "{%- elif message['role'] == 'user' -%}"
-    "<|im_user|>user<|im_middle|>{{ render_content(message['content']) }}<|im_end|>"
-    "{%- elif message['role'] == 'assistant' -%}"
-    "<|im_assistant|>assistant<|im_middle|><think>"
-    "{%- if loop.index0 > ns.last_user and message['reasoning_content'] is string -%}"
-    "{{ message['reasoning_content'] }}"
-    "{%- endif -%}"
-    "</think>{{ render_content(message['content']) }}"
-    "{%- if message['tool_calls'] -%}"
-    "<|tool_calls_section_begin|>"
-    "{%- for call in message['tool_calls'] -%}"
-    "{%- set function = call['function'] -%}"
-    "<|tool_call_begin|>"
-    "{%- if call['id'] -%}{{ call['id'] }}"
-    "{%- else -%}functions.{{ function['name'] }}:{{ loop.index0 }}"
-    "{%- endif -%}"
-    "<|tool_call_argument_begin|>"
-    "{%- if function['arguments'] is string -%}{{ function['arguments'] }}"
-    "{%- else -%}{{ function['arguments'] | tojson }}"
-    "{%- endif -%}"
-    "<|tool_call_end|>"
-    "{%- endfor -%}"
-    "<|tool_calls_section_end|>"
-    "{%- endif -%}"
-    "<|im_end|>"
-    "{%- elif message['role'] == 'tool' -%}"
-    "<|im_system|>{{ message['name'] or 'tool' }}<|im_middle|>## Return of {{ message['tool_call_id'] }}"
-    "{{ '\\n' }}{{ render_content(message['content']) }}<|im_end|>"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}"
-    "<|im_assistant|>assistant<|im_middle|>"
-    "{%- if thinking -%}<think>{%- else -%}<think></think>{%- endif -%}"
-    "{%- endif -%}"
-)
+KIMI_CHAT_TEMPLATE = r"""
+{%- macro render_content(content) -%}
+  {%- if content is string -%}{{ content }}
+  {%- elif content is iterable and content is not mapping -%}
+    {%- for part in content -%}
+      {%- if part['type'] == 'text' -%}{{ part['text'] }}
+      {%- elif part['type'] in ['image', 'image_url'] -%}
+<|media_begin|>image<|media_content|><|media_pad|><|media_end|>
+      {%- endif -%}
+    {%- endfor -%}
+  {%- endif -%}
+{%- endmacro -%}
+{%- set thinking = thinking if thinking is defined else true -%}
+{%- if tools -%}
+<|im_system|>tool_declare<|im_middle|>{{ tools | tojson(separators=(',', ':')) }}<|im_end|>
+{%- endif -%}
+{%- if not messages or messages[0]['role'] != 'system' -%}
+<|im_system|>system<|im_middle|>You are Kimi, an AI assistant created by Moonshot AI.<|im_end|>
+{%- endif -%}
+{%- set ns = namespace(last_user=-1) -%}
+{%- for message in messages -%}
+  {%- if message['role'] == 'user' -%}{%- set ns.last_user = loop.index0 -%}{%- endif -%}
+{%- endfor -%}
+{%- for message in messages -%}
+  {%- if message['role'] == 'system' -%}
+<|im_system|>system<|im_middle|>{{ render_content(message['content']) }}<|im_end|>
+  {%- elif message['role'] == 'user' -%}
+<|im_user|>user<|im_middle|>{{ render_content(message['content']) }}<|im_end|>
+  {%- elif message['role'] == 'assistant' -%}
+<|im_assistant|>assistant<|im_middle|><think>
+    {%- if loop.index0 > ns.last_user and message['reasoning_content'] is string -%}
+      {{ message['reasoning_content'] }}
+    {%- endif -%}
+</think>{{ render_content(message['content']) }}
+    {%- if message['tool_calls'] -%}
+<|tool_calls_section_begin|>
+      {%- for call in message['tool_calls'] -%}
+        {%- set function = call['function'] -%}
+<|tool_call_begin|>
+        {%- if call['id'] -%}{{ call['id'] }}{%- else -%}functions.{{ function['name'] }}:{{ loop.index0 }}{%- endif -%}
+<|tool_call_argument_begin|>
+        {%- if function['arguments'] is string -%}{{ function['arguments'] }}
+        {%- else -%}{{ function['arguments'] | tojson }}
+        {%- endif -%}
+<|tool_call_end|>
+      {%- endfor -%}
+<|tool_calls_section_end|>
+    {%- endif -%}
+<|im_end|>
+  {%- elif message['role'] == 'tool' -%}
+<|im_system|>{{ message['name'] or 'tool' }}<|im_middle|>## Return of {{ message['tool_call_id'] }}{{ '\n' }}
+    {{- render_content(message['content']) }}<|im_end|>
+  {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+<|im_assistant|>assistant<|im_middle|>{%- if thinking -%}<think>{%- else -%}<think></think>{%- endif -%}
+{%- endif -%}
+"""
 """Kimi-K2.5's chat format as a jinja template (``tokenizer.chat_template``); template variables:
 ``tools``, ``add_generation_prompt`` and ``thinking`` (default true)."""
 
@@ -238,7 +239,8 @@ def _split_kimi_tool_calls(text: str, errors: list[str]) -> tuple[str, list[Tool
         chunks = section.split(TOOL_CALL_BEGIN)
         if chunks[0].strip():
             errors.append(f"unexpected text in the tool-call section: {chunks[0][:80]!r}")
-        calls.extend(_parse_kimi_call(chunk, len(calls) + i, errors) for i, chunk in enumerate(chunks[1:]))
+        first = len(calls)
+        calls.extend([_parse_kimi_call(chunk, first + i, errors) for i, chunk in enumerate(chunks[1:])])
     return content, calls
 
 
@@ -283,7 +285,7 @@ def parse_completion(
     *,
     end_of_turn: str,
     starts_inside_think: bool,
-    split_tool_calls: Any,
+    split_tool_calls: Callable[[str, list[str]], tuple[str, list[ToolCall]]],
     stray_tokens: Sequence[str],
     ignorable_after_end: Sequence[str] = (),
     strip: bool = False,
@@ -302,13 +304,7 @@ def parse_completion(
     if strip:
         reasoning, content = reasoning and reasoning.strip(), content.strip()
     return ParsedCompletion(
-        reasoning=reasoning,
-        content=content,
-        tool_calls=tool_calls,
-        thinking_closed=closed,
-        terminated=terminated,
-        errors=errors,
-        raw_text=text,
+        reasoning, content, tool_calls, thinking_closed=closed, terminated=terminated, errors=errors, raw_text=text
     )
 
 
@@ -364,21 +360,26 @@ def drop_stray_tokens(text: str, tokens: Sequence[str], where: str, errors: list
     """Remove special tokens from `text`, noting which ones were found."""
     if not tokens:
         return text
-    pattern = re.compile("|".join(map(re.escape, sorted(set(tokens), key=len, reverse=True))))
+    pattern = _token_pattern(tuple(tokens))
     found = sorted(set(pattern.findall(text)))
     if found:
         errors.append(f"removed stray special tokens from the {where}: {', '.join(found)}")
     return pattern.sub("", text)
 
 
-def decode_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
-    """``(arguments, None)`` for a JSON object, else ``(None, why)``."""
+@lru_cache(maxsize=16)
+def _token_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(map(re.escape, sorted(set(tokens), key=len, reverse=True))))
+
+
+def decode_arguments(raw: str, what: str = "arguments") -> tuple[dict[str, Any] | None, str | None]:
+    """``(object, None)`` when `raw` is a JSON object, else ``(None, why)``."""
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        return None, f"arguments are not valid JSON ({exc}): {raw[:80]!r}"
+        return None, f"{what} are not valid JSON ({exc}): {raw[:80]!r}"
     if not isinstance(value, dict):
-        return None, f"arguments must be a JSON object, got {type(value).__name__}: {raw[:80]!r}"
+        return None, f"{what} must be a JSON object, got {type(value).__name__}: {raw[:80]!r}"
     return value, None
 
 
@@ -460,7 +461,7 @@ def _split_generic_tool_calls(text: str, errors: list[str]) -> tuple[str, list[T
 
 def _parse_generic_call(body: str, index: int, errors: list[str]) -> ToolCall:
     """``{"name": ..., "arguments": {...} | "json"}`` -> ToolCall with id ``call_IDX``."""
-    call, error = decode_arguments(body)
+    call, error = decode_arguments(body, what="tool call contents")
     name, arguments, raw = "", None, body.strip()
     if call is not None:
         name = call.get("name") if isinstance(call.get("name"), str) else ""
