@@ -274,6 +274,12 @@ def test_parse_removes_stray_special_tokens():
     ]
 
 
+def test_parse_removes_tokens_formed_by_removal():
+    parsed = KIMI.parse("</think>a<|im_<think>user|>b<|im_end|>")
+    assert parsed.content == "ab"
+    assert parsed.errors == ["removed stray special tokens from the content: <think>, <|im_user|>"]
+
+
 def test_parse_unreadable_tool_call_id():
     parsed = KIMI.parse("</think><|tool_calls_section_begin|><|tool_call_begin|><|tool_call_argument_begin|>{}<|tool_call_end|><|tool_calls_section_end|><|im_end|>")
     assert parsed.tool_calls[0].name == "" and any("unreadable id" in e for e in parsed.errors)
@@ -312,6 +318,7 @@ def no_special(text: str) -> bool:
 def test_render_then_parse_round_trips(message, thinking):
     assume(no_special(message["content"]) and no_special(message.get("reasoning_content", "")))
     assume(thinking or not message.get("reasoning_content"))
+    assume(no_special(json.dumps([c["function"] for c in message.get("tool_calls", [])], ensure_ascii=False)))
     context = [{"role": "user", "content": "hi"}]
     prompt = KIMI.render(context, thinking=thinking)
     full = KIMI.render(context + [message], add_generation_prompt=False)

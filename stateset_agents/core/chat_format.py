@@ -360,11 +360,13 @@ def drop_stray_tokens(text: str, tokens: Sequence[str], where: str, errors: list
     """Remove special tokens from `text`, noting which ones were found."""
     if not tokens:
         return text
-    pattern = _token_pattern(tuple(tokens))
-    found = sorted(set(pattern.findall(text)))
+    pattern, found = _token_pattern(tuple(tokens)), set()
+    while matches := pattern.findall(text):  # repeat: removing one token can join another
+        found.update(matches)
+        text = pattern.sub("", text)
     if found:
-        errors.append(f"removed stray special tokens from the {where}: {', '.join(found)}")
-    return pattern.sub("", text)
+        errors.append(f"removed stray special tokens from the {where}: {', '.join(sorted(found))}")
+    return text
 
 
 @lru_cache(maxsize=16)
