@@ -175,7 +175,10 @@ class Agent:
 
     def generate(self, conversations: list[list[dict]], tools: list[dict] | None = None, **sampling) -> list[TurnSample]:
         """Sample the next assistant turn of every conversation, in one batched `generate` call."""
-        prompts = [self.encode(messages, tools) for messages in conversations]
+        return self.generate_encoded([self.encode(messages, tools) for messages in conversations], **sampling)
+
+    def generate_encoded(self, prompts: list, **sampling) -> list[TurnSample]:
+        """Like `generate`, for prompts already encoded (e.g. each with its own tool declarations)."""
         samples = self.generator.generate(prompts, self.sampling(**sampling))
         return [
             TurnSample(

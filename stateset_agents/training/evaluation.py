@@ -1,0 +1,78 @@
+"""Held-out evaluation: run a task's scenarios through the real environment loop and score them.
+
+Sampling uses its own seeded RNG (the caller's RNG state is saved and restored), so evaluating
+in the middle of training neither perturbs the run nor depends on where it happens.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
+
+
+@contextmanager
+def isolated_rng(seed: int) -> Iterator[None]:
+    """Run a block with fixed seeds, then put every RNG back as it was."""
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def is_success(trajectory) -> bool:
+    return bool(trajectory.state.get("goal_met")) or trajectory.end_reason == "success"
+
+
+def summarize(trajectories, results) -> dict[str, Any]:
+    """Mean/std reward, success rate and mean components over scored trajectories."""
+    scored = [(t, r) for t, r in zip(trajectories, results) if r is not None]
+    rewards = [r.total for _, r in scored]
+    summary: dict[str, Any] = {
+        "reward_mean": statistics.fmean(rewards) if rewards else float("nan"),
+        "reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
+        "success_rate": statistics.fmean(is_success(t) for t, _ in scored) if scored else float("nan"),
+        "episodes": len(scored),
+        "turns_mean": statistics.fmean(t.num_turns for t, _ in scored) if scored else 0.0,
+    }
+    components = sorted({name for _, r in scored for name in r.components})
+    for name in components:
+        summary[f"component/{name}"] = statistics.fmean(r.components.get(name, 0.0) for _, r in scored)
+    return summary
+
+
+def evaluate(
+    agent,
+    task,
+    scenarios: list[dict],
+    reward_fn,
+    *,
+    samples_per_scenario: int = 1,
+    max_turns: int = 6,
+    concurrency: int = 32,
+    seed: int = 1234,
+    **sampling,
+) -> dict[str, Any]:
+    """Mean reward and success rate of `agent` on `scenarios` (each sampled `samples_per_scenario` times)."""
+    from stateset_agents.rewards.multi_objective_reward import score_trajectories_sync
+
+    specs = [EpisodeSpec(task, s, group_id=i) for i, s in enumerate(scenarios) for _ in range(samples_per_scenario)]
+    with isolated_rng(seed):
+        trajectories, _ = run_episodes(agent, specs, max_turns=max_turns, concurrency=concurrency, **sampling)
+    results = score_trajectories_sync(reward_fn, trajectories, error_policy="skip")
+    return summarize(trajectories, results)

@@ -1,0 +1,295 @@
+"""The GSPO trainer: rollouts -> rewards -> group advantages -> several clipped minibatch updates.
+
+One outer iteration, top to bottom (`GSPOTrainer.iteration`):
+  1. draw `scenarios_per_iteration` scenarios of the current task;
+  2. run `num_generations` episodes of each (one group per scenario), all live conversations
+     batched into one generation call per step (`rollout_concurrency` bounds the batch);
+  3. score every trajectory with the reward function; group-normalise into advantages (groups
+     whose rewards are all equal carry no signal and are counted);
+  4. split the batch into minibatches and take one optimizer step each, scoring the exact rollout
+     tokens under the current policy; π_old is the sampler's logprob (exact).
+Metrics go to the console, metrics.jsonl and W&B; checkpoints are atomic; `resume=True` picks up
+from the latest one and ends with the same weights as an uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from stateset_agents.core.agent import Agent, AgentConfig
+from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
+from stateset_agents.training.evaluation import evaluate, is_success, summarize
+from stateset_agents.training.policy import build_optimizer, prepare_policy, reference_context
+from stateset_agents.training.scenarios import ScenarioSampler
+from stateset_agents.training.update import (
+    MicroBatch, fill_reference_logprobs, make_micro_batch, optimizer_step, rows_from_trajectories, split_episodes,
+)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def agent_config_for(config) -> AgentConfig:
+    return AgentConfig(
+        model_name=config.model_name,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        trust_remote_code=config.trust_remote_code,
+        model_kwargs={
+            "chat_template_kwargs": {"thinking": config.thinking},
+            "dtype": config.dtype,
+            "device": config.device,
+            "attn_implementation": config.attn_implementation,
+            "load_in_4bit": config.use_4bit,
+        },
+    )
+
+
+@dataclass
+class TrainingResult:
+    output_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final_eval: dict[str, Any] | None = None
+
+
+class GSPOTrainer:
+    """Trains an agent with GSPO (or GRPO / GSPO-token) on one task or a sequence of tasks."""
+
+    def __init__(self, config, *, agent: Agent | None = None, reward_fn=None, log: Callable[[str], None] = print):
+        from stateset_agents.tasks.registry import get_task
+
+        self.config = config
+        self.log = log
+        self.output_dir = Path(config.output_dir)
+        self.tasks = [get_task(name) for name in config.task_sequence]
+        self.custom_reward = reward_fn
+        seed_everything(config.seed)
+        self.agent = agent or Agent(agent_config_for(config))
+        self.policy = prepare_policy(self.agent.model, config, log)
+        self.agent.model = self.policy
+        self.reference = reference_context(self.policy, config, log) if config.kl_beta > 0 else None
+        self.optimizer, make_scheduler = build_optimizer(self.policy, config)
+        self.scheduler = make_scheduler(config.num_outer_iterations * self.steps_per_iteration)
+        self.samplers = [ScenarioSampler(t.train_scenarios(), config.seed + i) for i, t in enumerate(self.tasks)]
+        self.iteration_index = 0
+        self.history: list[dict[str, Any]] = []
+        self.update_generator = torch.Generator().manual_seed(config.seed)
+
+    # -- schedule ------------------------------------------------------------------------
+    @property
+    def episodes_per_iteration(self) -> int:
+        return self.config.scenarios_per_iteration * self.config.num_generations
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.config.optimizer_steps_per_rollout(self.episodes_per_iteration)
+
+    def task_index(self, iteration: int) -> int:
+        """Tasks share the iterations equally, in order."""
+        per_task = math.ceil(self.config.num_outer_iterations / len(self.tasks))
+        return min(iteration // per_task, len(self.tasks) - 1)
+
+    def reward_for(self, task):
+        return self.custom_reward if self.custom_reward is not None else task.default_reward()
+
+    # -- one iteration -------------------------------------------------------------------
+    def iteration(self, iteration: int) -> dict[str, Any]:
+        config = self.config
+        task_id = self.task_index(iteration)
+        task = self.tasks[task_id]
+        started = time.perf_counter()
+        scenarios = self.samplers[task_id].sample(config.scenarios_per_iteration)
+        specs = [EpisodeSpec(task, s, group_id=g) for g, s in enumerate(scenarios) for _ in range(config.num_generations)]
+        self.policy.eval()
+        trajectories, rollout_stats = run_episodes(
+            self.agent, specs, max_turns=config.max_turns, concurrency=config.rollout_concurrency
+        )
+        rollout_seconds = time.perf_counter() - started
+        reward_started = time.perf_counter()
+        results = self._score(task, trajectories)
+        reward_seconds = time.perf_counter() - reward_started
+        update_started = time.perf_counter()
+        kept = [(t, r) for t, r in zip(trajectories, results) if r is not None]
+        advantages, advantage_stats = self._advantages(kept)
+        update_stats = self._update([t for t, _ in kept], advantages)
+        update_seconds = time.perf_counter() - update_started
+        metrics = self._iteration_metrics(iteration, task.name, trajectories, results, advantage_stats, update_stats)
+        metrics.update({
+            "tokens/completion": rollout_stats.completion_tokens,
+            "tokens/per_second": rollout_stats.completion_tokens / max(rollout_seconds, 1e-9),
+            "rewards/skipped": sum(r is None for r in results),
+            "time/rollout": rollout_seconds, "time/reward": reward_seconds, "time/update": update_seconds,
+            "time/iteration": time.perf_counter() - started,
+        })
+        return metrics
+
+    def _score(self, task, trajectories):
+        from stateset_agents.rewards.multi_objective_reward import score_trajectories_sync
+
+        results = score_trajectories_sync(self.reward_for(task), trajectories, error_policy=self.config.reward_error_policy)
+        for trajectory, result in zip(trajectories, results):
+            if result is not None:
+                trajectory.reward, trajectory.reward_components = result.total, dict(result.components)
+        return results
+
+    def _advantages(self, kept) -> tuple[list[float], dict[str, float]]:
+        from stateset_agents.training.advantages import group_advantages
+
+        rewards = torch.tensor([r.total for _, r in kept], dtype=torch.float32)
+        groups = torch.tensor([t.group_id for t, _ in kept], dtype=torch.long)
+        advantages, stats = group_advantages(rewards, groups, scale=self.config.advantage_normalization)
+        return advantages.tolist(), stats
+
+    def _update(self, trajectories, advantages: list[float]) -> list[dict[str, float]]:
+        """Several optimizer steps over the rollout batch; returns each step's statistics."""
+        config = self.config
+        rows = rows_from_trajectories(trajectories, advantages)
+        if not rows:
+            return []
+        if self.reference is not None:
+            fill_reference_logprobs(self.policy, rows, attribute="ref_logprobs", context=self.reference,
+                                    pad_token_id=self.agent.tokenizer.pad_token_id, temperature=self.temperature)
+        by_episode: dict[int, list] = {}
+        for row in rows:
+            by_episode.setdefault(row.episode, []).append(row)
+        self.policy.train()
+        step_stats = []
+        for minibatch in split_episodes(sorted(by_episode), self.steps_per_iteration, self.update_generator):
+            micro = [make_micro_batch([r for e in chunk for r in by_episode[e]], self.agent.generator.device)
+                     for chunk in _chunks(minibatch, config.per_device_train_batch_size)]
+            stats = optimizer_step(
+                self.policy, self.optimizer, self.scheduler, micro, self._loss,
+                pad_token_id=self.agent.tokenizer.pad_token_id, temperature=self.temperature,
+                max_grad_norm=config.max_grad_norm,
+            )
+            step_stats.append({**stats.values, "skipped": float(stats.skipped_nonfinite),
+                               "lr": self.scheduler.get_last_lr()[0]})
+        self.policy.eval()
+        return step_stats
+
+    @property
+    def temperature(self) -> float:
+        return self.agent.sampling().logprob_temperature
+
+    def _loss(self, logprobs: torch.Tensor, mb: MicroBatch, mask: torch.Tensor, scored) -> tuple[torch.Tensor, dict]:
+        from stateset_agents.training.losses import policy_loss
+
+        config = self.config
+        return policy_loss(
+            logprobs, mb.old_logprobs, mb.advantages, mask,
+            sequence_index=mb.sequence_index, loss_type=config.loss_type,
+            clip_epsilon_low=config.clip_epsilon_low, clip_epsilon_high=config.clip_epsilon_high,
+            ref_logprobs=mb.ref_logprobs, kl_beta=config.kl_beta,
+        )
+
+    def _iteration_metrics(self, iteration, task_name, trajectories, results, advantage_stats, steps) -> dict:
+        summary = summarize(trajectories, results)
+        metrics: dict[str, Any] = {
+            "iteration": iteration, "task": task_name,
+            "reward/mean": summary["reward_mean"], "reward/std": summary["reward_std"],
+            "success_rate": summary["success_rate"], "episode/turns_mean": summary["turns_mean"],
+            "episode/completion_tokens_mean": float(np.mean([t.num_completion_tokens for t in trajectories])),
+            "groups/zero_variance": advantage_stats.get("zero_variance_groups", 0),
+            "groups/total": advantage_stats.get("groups", 0),
+            "optimizer_steps": sum(1 for s in steps if not s["skipped"]),
+            "skipped_steps/nonfinite": sum(1 for s in steps if s["skipped"]),
+        }
+        for key, value in summary.items():
+            if key.startswith("component/"):
+                metrics[f"reward/{key.split('/', 1)[1]}"] = value
+        for trajectory in trajectories:
+            key = f"episode/end_reasons/{trajectory.end_reason or 'unknown'}"
+            metrics[key] = metrics.get(key, 0) + 1
+        if steps:
+            metrics["ratio/first_step_mean"] = steps[0].get("ratio/mean", float("nan"))
+            for key in {k for s in steps for k in s} - {"skipped"}:
+                values = [s[key] for s in steps if key in s and math.isfinite(s[key])]
+                if values:
+                    reducer = {"ratio/min": min, "ratio/max": max}.get(key, lambda v: float(np.mean(v)))
+                    metrics[key] = reducer(values)
+        return metrics
+
+    # -- the loop ------------------------------------------------------------------------
+    def train(self) -> TrainingResult:
+        from stateset_agents.training.metrics import MetricsLogger
+        from stateset_agents.training.report import write_report
+
+        config = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        config.save(self.output_dir)
+        if config.resume:
+            self._resume()
+        with MetricsLogger(self.output_dir, report_to=config.report_to, wandb_project=config.wandb_project,
+                           wandb_run_name=config.wandb_run_name, config=config.model_dump(mode="json"),
+                           total_iterations=config.num_outer_iterations) as logger:
+            for iteration in range(self.iteration_index, config.num_outer_iterations):
+                if iteration > 0 and self.task_index(iteration) != self.task_index(iteration - 1):
+                    logger.log_event(f"task boundary: {self.tasks[self.task_index(iteration - 1)].name} -> "
+                                     f"{self.tasks[self.task_index(iteration)].name}")
+                metrics = self.iteration(iteration)
+                if config.eval_every and (iteration + 1) % config.eval_every == 0:
+                    metrics.update(self._eval_metrics(self.tasks[self.task_index(iteration)]))
+                self.history.append(metrics)
+                logger.log(metrics)
+                self.iteration_index = iteration + 1
+                if config.save_every and (self.iteration_index % config.save_every == 0
+                                          or self.iteration_index == config.num_outer_iterations):
+                    self.save_checkpoint()
+        write_report(self.output_dir, title=f"GSPO fine-tuning of {config.model_name}")
+        return TrainingResult(self.output_dir, self.history)
+
+    def _eval_metrics(self, task) -> dict[str, float]:
+        scenarios = task.eval_scenarios()[: self.config.eval_scenarios]
+        summary = evaluate(self.agent, task, scenarios, self.reward_for(task), max_turns=self.config.max_turns,
+                           concurrency=self.config.rollout_concurrency, seed=self.config.seed + 10_000)
+        return {"eval/reward_mean": summary["reward_mean"], "eval/reward_std": summary["reward_std"],
+                "eval/success_rate": summary["success_rate"]}
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration_index,
+            "samplers": [s.state_dict() for s in self.samplers],
+            "update_generator": self.update_generator.get_state().tolist(),
+            "history": self.history,
+        }
+
+    def save_checkpoint(self) -> Path:
+        from stateset_agents.training.checkpoint import save_checkpoint
+
+        path = save_checkpoint(self.output_dir, self.iteration_index, self.policy, self.optimizer, self.scheduler,
+                               self.trainer_state())
+        self.log(f"checkpoint: {path}")
+        return path
+
+    def _resume(self) -> None:
+        from stateset_agents.training.checkpoint import latest_checkpoint, load_checkpoint
+
+        path = latest_checkpoint(self.output_dir)
+        if path is None:
+            self.log(f"resume: no checkpoint in {self.output_dir}; starting from scratch")
+            return
+        state = load_checkpoint(path, self.policy, self.optimizer, self.scheduler)
+        self.iteration_index = int(state["iteration"])
+        for sampler, sampler_state in zip(self.samplers, state["samplers"]):
+            sampler.load_state_dict(sampler_state)
+        self.update_generator.set_state(torch.tensor(state["update_generator"], dtype=torch.uint8))
+        self.history = list(state.get("history", []))
+        self.log(f"resumed from {path} at iteration {self.iteration_index}")
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), max(1, size))]

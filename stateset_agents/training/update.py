@@ -1,0 +1,162 @@
+"""Policy updates on a rollout batch: exact rollout tokens, assistant-only mask, several optimizer steps.
+
+The rollout batch (all episodes of an iteration) is split into `num_minibatches` optimizer steps
+(DESIGN.md invariant 4: after the first step π_θ ≠ π_old, so the GSPO ratio moves and clipping
+acts). Each minibatch is processed in micro-batches of `micro_batch_episodes` episodes whose
+gradients are accumulated. Rows are assistant turns; all turns of one episode form one GSPO
+sequence (`sequence_index`), so the sequence ratio is the geometric mean over every token the
+policy sampled in the episode. π_old is the sampler's own logprob (exact: see
+tests/test_generation_exactness.py), so no extra forward pass is spent on it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from stateset_agents.rollout.encoding import EncodedPrompt
+from stateset_agents.rollout.scoring import build_scoring_batch, score_completions
+
+
+@dataclass
+class PolicyRow:
+    """One assistant turn to train on."""
+
+    prompt: EncodedPrompt
+    completion_ids: list[int]
+    old_logprobs: list[float]
+    episode: int  # index of the episode (GSPO sequence) in the rollout batch
+    advantage: float
+    ref_logprobs: list[float] | None = None
+    teacher_logprobs: list[float] | None = None
+
+
+def rows_from_trajectories(trajectories, advantages: list[float], first_episode: int = 0) -> list[PolicyRow]:
+    """Every sampled turn of every episode; turns with no sampled tokens are dropped."""
+    rows = []
+    for offset, (trajectory, advantage) in enumerate(zip(trajectories, advantages)):
+        for turn in trajectory.turns:
+            if not turn.completion_ids:
+                continue
+            prompt = EncodedPrompt(turn.prompt_ids, turn.pixel_values, turn.image_grid_thw)
+            rows.append(PolicyRow(prompt, turn.completion_ids, turn.logprobs, first_episode + offset, float(advantage)))
+    return rows
+
+
+def split_episodes(episodes: list[int], parts: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffle episode ids and cut them into `parts` nearly equal, non-empty chunks."""
+    order = [episodes[i] for i in torch.randperm(len(episodes), generator=generator).tolist()]
+    parts = max(1, min(parts, len(order)))
+    size = math.ceil(len(order) / parts)
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+@dataclass
+class MicroBatch:
+    """Tensors for one forward/backward: rows of whole episodes."""
+
+    rows: list[PolicyRow]
+    old_logprobs: torch.Tensor  # [R, C]
+    advantages: torch.Tensor  # [R]
+    sequence_index: torch.Tensor  # [R] local episode index 0..E-1
+    ref_logprobs: torch.Tensor | None  # [R, C]
+    teacher_logprobs: torch.Tensor | None  # [R, C]
+    num_episodes: int
+
+
+def _right_aligned(values: list[list[float]], width: int, device: torch.device) -> torch.Tensor:
+    out = torch.zeros((len(values), width), dtype=torch.float32)
+    for row, seq in enumerate(values):
+        if seq:
+            out[row, width - len(seq):] = torch.tensor(seq, dtype=torch.float32)
+    return out.to(device)
+
+
+def make_micro_batch(rows: list[PolicyRow], device: torch.device) -> MicroBatch:
+    width = max(len(r.completion_ids) for r in rows)
+    local = {episode: i for i, episode in enumerate(dict.fromkeys(r.episode for r in rows))}
+    optional = lambda name: (  # noqa: E731
+        _right_aligned([getattr(r, name) for r in rows], width, device)
+        if all(getattr(r, name) is not None for r in rows) else None
+    )
+    return MicroBatch(
+        rows=rows,
+        old_logprobs=_right_aligned([r.old_logprobs for r in rows], width, device),
+        advantages=torch.tensor([r.advantage for r in rows], dtype=torch.float32, device=device),
+        sequence_index=torch.tensor([local[r.episode] for r in rows], dtype=torch.long, device=device),
+        ref_logprobs=optional("ref_logprobs"),
+        teacher_logprobs=optional("teacher_logprobs"),
+        num_episodes=len(local),
+    )
+
+
+@dataclass
+class StepStats:
+    """Statistics of one optimizer step (averaged over its micro-batches, weighted by episodes)."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    skipped_nonfinite: bool = False
+
+
+LossFn = Callable[[torch.Tensor, MicroBatch, torch.Tensor, Any], tuple[torch.Tensor, dict[str, float]]]
+
+
+def optimizer_step(
+    model,
+    optimizer,
+    scheduler,
+    micro_batches: list[MicroBatch],
+    loss_fn: LossFn,
+    *,
+    pad_token_id: int,
+    temperature: float,
+    max_grad_norm: float,
+    aux_loss_coef: float = 0.0,
+) -> StepStats:
+    """Accumulate gradients over `micro_batches`, clip, step. Non-finite loss or gradients skip the step."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    total_episodes = sum(mb.num_episodes for mb in micro_batches)
+    optimizer.zero_grad(set_to_none=True)
+    sums: dict[str, float] = {}
+    for mb in micro_batches:
+        batch = build_scoring_batch([r.prompt for r in mb.rows], [r.completion_ids for r in mb.rows],
+                                    pad_token_id, device, dtype)
+        scored = score_completions(model, batch, temperature=temperature, with_entropy=True)
+        loss, stats = loss_fn(scored.logprobs, mb, batch.completion_mask, scored)
+        if not torch.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
+            return StepStats({"loss/total": float("nan")}, skipped_nonfinite=True)
+        weight = mb.num_episodes / total_episodes  # the loss is a mean over episodes (GSPO sequences)
+        (loss * weight).backward()
+        mask = batch.completion_mask
+        stats["entropy"] = float((scored.entropy * mask).sum() / mask.sum().clamp(min=1))
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0.0) + weight * float(value)
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+    if not torch.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        return StepStats({**sums, "grad_norm": float("nan")}, skipped_nonfinite=True)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepStats({**sums, "grad_norm": float(grad_norm)})
+
+
+@torch.no_grad()
+def fill_reference_logprobs(model, rows: list[PolicyRow], *, attribute: str, context, pad_token_id: int,
+                            temperature: float, batch_rows: int = 16) -> None:
+    """Score `rows` under another policy (inside `context`, e.g. the adapter-disabled model) into `attribute`."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    with context():
+        for start in range(0, len(rows), batch_rows):
+            chunk = rows[start:start + batch_rows]
+            batch = build_scoring_batch([r.prompt for r in chunk], [r.completion_ids for r in chunk],
+                                        pad_token_id, device, dtype)
+            logprobs = score_completions(model, batch, temperature=temperature).logprobs
+            for row, values in zip(chunk, logprobs):
+                setattr(row, attribute, values[values.shape[0] - len(row.completion_ids):].tolist())
