@@ -29,7 +29,8 @@ class ToolCall:
         """OpenAI-style ``tool_calls`` entry, as stored in an assistant message."""
         import json
 
-        args = self.raw_arguments if self.arguments is None else json.dumps(self.arguments, ensure_ascii=False)
+        # keep the sampled text: re-dumping would change spacing/escapes of what the model wrote
+        args = self.raw_arguments or json.dumps(self.arguments or {}, ensure_ascii=False)
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": args}}
 
 
