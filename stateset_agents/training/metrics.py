@@ -1,0 +1,347 @@
+"""Training metrics: what every logged key means, and the sinks that record them.
+
+`METRIC_DOCS` is the single place where a logged metric is documented: the trainer logs one
+flat dict per iteration whose keys are listed there (keys with a `<placeholder>` are patterns,
+one key per reward component or episode end reason). `MetricsLogger` fans each dict out to:
+
+- `console`: a `rich` progress bar over iterations and one compact line per iteration;
+- `jsonl`: `output_dir/metrics.jsonl`, one JSON object per `log` call, appended and flushed
+  line by line, so a resumed run continues the same file and a crash loses at most one line;
+- `wandb`: Weights & Biases (`WANDB_MODE=offline` works without a network).
+
+Free-text events (resume, task boundaries) go to the console and into metrics.jsonl as
+`{"event": ..., "iteration": ..., "time": ...}` lines; `read_metrics` returns both kinds and
+`split_events` separates them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+METRIC_DOCS: dict[str, str] = {
+    # --- bookkeeping
+    "iteration": "1-based index of the training iteration just completed (rollout + update); "
+                 "continues across resumes. Used as the W&B step.",
+    "task": "Name of the task the iteration trained on (continual learning switches it; the "
+            "report draws a boundary where it changes).",
+    # --- rewards and episodes
+    "reward/mean": "Mean total reward over all trajectories of the iteration's rollout batch.",
+    "reward/std": "Standard deviation of the total reward over the rollout batch.",
+    "reward/<component>": "Mean over the rollout batch of one reward component's score "
+                          "(one key per component of the reward function, e.g. reward/empathy).",
+    "success_rate": "Fraction of the batch's episodes that reached the task's success criterion.",
+    "episode/turns_mean": "Mean number of assistant turns per episode.",
+    "episode/completion_tokens_mean": "Mean number of sampled (trained) tokens per episode, "
+                                      "summed over its turns.",
+    "episode/end_reasons/<reason>": "Fraction of the batch's episodes that ended for <reason> "
+                                    "(e.g. done, max_turns, max_tokens, error).",
+    "groups/zero_variance": "Number of groups whose rewards were all equal: advantages are zero, "
+                            "so they contribute no policy gradient.",
+    "groups/total": "Number of groups (prompts, each sampled group_size times) in the batch.",
+    # --- loss and policy ratio
+    "loss/policy": "GSPO/GRPO clipped surrogate loss, averaged over the iteration's minibatch "
+                   "steps (excludes the KL term).",
+    "loss/kl_ref": "KL penalty term added to the loss (kl coefficient x KL to the reference "
+                   "policy), averaged over minibatch steps; 0 when the coefficient is 0.",
+    "loss/total": "Loss that was back-propagated: loss/policy + loss/kl_ref (+ continual terms).",
+    "ratio/mean": "Mean importance ratio pi_theta/pi_old (sequence-level for GSPO, token-level "
+                  "for GRPO) over the iteration's minibatch steps; 1 on the first step.",
+    "ratio/min": "Smallest importance ratio seen in the iteration.",
+    "ratio/max": "Largest importance ratio seen in the iteration.",
+    "clip/low_fraction": "Fraction of ratios clipped at 1 - epsilon_low where clipping was active "
+                         "(negative advantage).",
+    "clip/high_fraction": "Fraction of ratios clipped at 1 + epsilon_high where clipping was active "
+                          "(positive advantage).",
+    "kl/ref": "Estimated KL(pi_theta || pi_ref) per sampled token to the reference policy "
+              "(the model with the LoRA adapter disabled); logged even when not penalised.",
+    "entropy": "Mean per-token entropy of the policy over sampled tokens (nats).",
+    "grad_norm": "Global L2 norm of the gradients before clipping, averaged over optimizer steps.",
+    "lr": "Learning rate after the iteration's last scheduler step.",
+    # --- throughput and step accounting
+    "tokens/completion": "Completion tokens sampled in the iteration (all episodes, all turns).",
+    "tokens/per_second": "Sampled completion tokens per second of rollout time (tokens/completion "
+                         "/ time/rollout).",
+    "optimizer_steps": "Cumulative optimizer steps taken since the start of training.",
+    "skipped_steps/nonfinite": "Optimizer steps skipped in this iteration because the loss or the "
+                               "gradient norm was NaN/inf.",
+    "rewards/skipped": "Trajectories excluded in this iteration because their reward could not be "
+                       "computed or was not finite.",
+    "time/rollout": "Wall-clock seconds generating episodes (sampling + environment steps).",
+    "time/reward": "Wall-clock seconds computing rewards (including LLM judges).",
+    "time/update": "Wall-clock seconds in policy updates (forward, backward, optimizer).",
+    "time/iteration": "Wall-clock seconds for the whole iteration (rollout + reward + update + "
+                      "logging/checkpoint overhead).",
+    # --- evaluation
+    "eval/reward_mean": "Mean total reward on the held-out evaluation scenarios.",
+    "eval/reward_std": "Standard deviation of the total reward on the evaluation scenarios.",
+    "eval/success_rate": "Success rate on the held-out evaluation scenarios.",
+    # --- continual learning
+    "continual/kl_teacher": "KL(pi_theta || pi_teacher) per sampled token to the frozen "
+                            "previous-task adapter (distillation / forgetting signal).",
+    "continual/replay_fraction": "Fraction of the rollout batch drawn from the replay buffer of "
+                                 "earlier tasks.",
+    "continual/buffer_size": "Number of items held in the replay buffer.",
+}
+
+VALID_SINKS = ("console", "jsonl", "wandb")
+METRICS_FILENAME = "metrics.jsonl"
+_PLACEHOLDER = re.compile(r"<[^>]+>")
+
+
+def describe_metric(key: str) -> str | None:
+    """The documentation of `key`, matching `<placeholder>` patterns; None when undocumented."""
+    if key in METRIC_DOCS:
+        return METRIC_DOCS[key]
+    for pattern, doc in METRIC_DOCS.items():
+        if "<" in pattern:
+            regex = "[^/]+".join(re.escape(part) for part in _PLACEHOLDER.split(pattern))
+            if re.fullmatch(regex, key):
+                return doc
+    return None
+
+
+def _to_jsonable(value: Any) -> Any:
+    """Numbers from numpy/torch become Python scalars; anything else becomes its str()."""
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return value.item()
+        except (ValueError, RuntimeError):
+            pass
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _plain(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON round-tripped copy: scalars and strings as the trainer would read them back."""
+    return json.loads(json.dumps(dict(metrics), default=_to_jsonable))
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Read a metrics.jsonl file (or the one in directory `path`), events included.
+
+    A truncated last line (the process died mid-write) is skipped; a malformed line elsewhere
+    raises ValueError naming the line.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILENAME
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line ({err})") from err
+    return records
+
+
+def split_events(records: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Split `read_metrics` output into (metric records, event records)."""
+    metrics = [dict(r) for r in records if "event" not in r]
+    events = [dict(r) for r in records if "event" in r]
+    return metrics, events
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "nan" if isinstance(value, float) and math.isnan(value) else format(value, spec)
+    return str(value)
+
+
+def format_console_line(metrics: Mapping[str, Any], total_iterations: int | None = None) -> str:
+    """One compact line with the key numbers present in `metrics` (absent ones are left out)."""
+    parts: list[str] = []
+    if "iteration" in metrics:
+        total = f"/{total_iterations}" if total_iterations else ""
+        parts.append(f"iter {metrics['iteration']}{total}")
+    if "task" in metrics:
+        parts.append(str(metrics["task"]))
+    if "reward/mean" in metrics:
+        std = f"±{_fmt(metrics['reward/std'], '.3f')}" if "reward/std" in metrics else ""
+        parts.append(f"reward {_fmt(metrics['reward/mean'], '.3f')}{std}")
+    if "success_rate" in metrics:
+        parts.append(f"success {_fmt(metrics['success_rate'], '.0%')}")
+    if "clip/low_fraction" in metrics or "clip/high_fraction" in metrics:
+        low = _fmt(metrics.get("clip/low_fraction", float("nan")), ".3f")
+        high = _fmt(metrics.get("clip/high_fraction", float("nan")), ".3f")
+        parts.append(f"clip {low}/{high}")
+    simple = [("kl/ref", "kl", ".4f"), ("grad_norm", "gnorm", ".3f"),
+              ("eval/reward_mean", "eval", ".3f"), ("time/iteration", "time", ".1f")]
+    for key, label, spec in simple:
+        if key in metrics:
+            parts.append(f"{label} {_fmt(metrics[key], spec)}{'s' if key.startswith('time') else ''}")
+    return " | ".join(parts)
+
+
+class _ConsoleSink:
+    """A rich progress bar over iterations plus one printed line per `log` call."""
+
+    def __init__(self, total_iterations: int | None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+            TimeElapsedColumn, TimeRemainingColumn
+
+        self.total = total_iterations
+        self.console = Console()
+        self.progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=self.console, transient=False)
+        self.task_id = self.progress.add_task("training", total=total_iterations)
+        self.progress.start()
+
+    def log(self, metrics: Mapping[str, Any]) -> None:
+        line = format_console_line(metrics, self.total)
+        if line:
+            self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+        iteration = metrics.get("iteration")
+        if isinstance(iteration, int):
+            self.progress.update(self.task_id, completed=iteration)
+
+    def event(self, text: str) -> None:
+        self.progress.console.print(f"[event] {text}", highlight=False, markup=False,
+                                    soft_wrap=True)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+class _JsonlSink:
+    """Appends one JSON line per record to output_dir/metrics.jsonl, flushed per line."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.path = output_dir / METRICS_FILENAME
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._file.write(json.dumps(dict(record), default=_to_jsonable) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _import_wandb() -> Any:
+    try:
+        import wandb
+    except ImportError as err:
+        raise ImportError(
+            "report_to includes 'wandb' but the wandb package is not installed: "
+            "`pip install wandb` (or `pip install 'stateset-agents[training]'`), "
+            "or remove 'wandb' from report_to."
+        ) from err
+    return wandb
+
+
+class _WandbSink:
+    """A W&B run owned by the logger; `WANDB_MODE=offline` writes it locally."""
+
+    def __init__(self, output_dir: Path, project: str | None, run_name: str | None,
+                 config: Mapping[str, Any] | None) -> None:
+        self.wandb = _import_wandb()
+        self.run = self.wandb.init(project=project, name=run_name,
+                                   config=dict(config) if config else None, dir=str(output_dir))
+
+    def log(self, metrics: Mapping[str, Any]) -> None:
+        step = metrics.get("iteration")
+        self.run.log(dict(metrics), step=step if isinstance(step, int) else None)
+
+    def close(self, exit_code: int = 0) -> None:
+        self.run.finish(exit_code=exit_code)
+
+
+class MetricsLogger:
+    """Fan each metrics dict out to the console, metrics.jsonl and/or W&B.
+
+    Usage::
+
+        with MetricsLogger(out, report_to=["console", "jsonl"], total_iterations=100) as log:
+            log.log_event("task boundary: customer_service -> sales")
+            log.log({"iteration": 1, "reward/mean": 0.4, ...})
+
+    `report_to` takes any of "console", "jsonl", "wandb" ("none" or an empty list: nothing).
+    Keys are documented in `METRIC_DOCS`.
+    """
+
+    def __init__(self, output_dir: str | Path, report_to: Sequence[str] | str = ("console", "jsonl"),
+                 wandb_project: str | None = None, wandb_run_name: str | None = None,
+                 config: Mapping[str, Any] | None = None,
+                 total_iterations: int | None = None) -> None:
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.report_to = _validate_sinks(report_to)
+        self.last_iteration: int | None = None
+        self._closed = False
+        self._wandb = (_WandbSink(self.output_dir, wandb_project, wandb_run_name, config)
+                       if "wandb" in self.report_to else None)
+        self._jsonl = _JsonlSink(self.output_dir) if "jsonl" in self.report_to else None
+        self._console = _ConsoleSink(total_iterations) if "console" in self.report_to else None
+
+    @property
+    def jsonl_path(self) -> Path:
+        """Where metrics.jsonl lives (written only when "jsonl" is a sink)."""
+        return self.output_dir / METRICS_FILENAME
+
+    def log(self, metrics: Mapping[str, Any]) -> None:
+        """Record one metrics dict (normally one per iteration, `iteration` included)."""
+        self._check_open()
+        record = _plain(metrics)
+        if isinstance(record.get("iteration"), int):
+            self.last_iteration = record["iteration"]
+        if self._jsonl:
+            self._jsonl.write(record)
+        if self._wandb:
+            self._wandb.log(record)
+        if self._console:
+            self._console.log(record)
+
+    def log_event(self, text: str) -> None:
+        """Record a free-text event (e.g. "resumed from checkpoint X") on the console and jsonl."""
+        self._check_open()
+        if self._jsonl:
+            self._jsonl.write({"event": text, "iteration": self.last_iteration,
+                               "time": time.time()})
+        if self._console:
+            self._console.event(text)
+
+    def close(self, exit_code: int = 0) -> None:
+        """Flush and close every sink (idempotent); `exit_code` != 0 marks the W&B run failed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._console:
+            self._console.close()
+        if self._jsonl:
+            self._jsonl.close()
+        if self._wandb:
+            self._wandb.close(exit_code)
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(exit_code=1 if exc_type is not None else 0)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("MetricsLogger is closed")
+
+
+def _validate_sinks(report_to: Sequence[str] | str) -> tuple[str, ...]:
+    sinks = [report_to] if isinstance(report_to, str) else list(report_to)
+    sinks = [s.lower() for s in sinks if s.lower() != "none"]
+    unknown = [s for s in sinks if s not in VALID_SINKS]
+    if unknown:
+        raise ValueError(f"unknown report_to sink(s) {unknown}; choose from {list(VALID_SINKS)} "
+                         "or 'none'")
+    return tuple(dict.fromkeys(sinks))

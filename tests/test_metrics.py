@@ -1,0 +1,165 @@
+"""Metrics sinks: metrics.jsonl append/resume, W&B offline run contents, console without a TTY."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+from stateset_agents.training.metrics import (
+    METRIC_DOCS,
+    MetricsLogger,
+    describe_metric,
+    format_console_line,
+    read_metrics,
+    split_events,
+)
+
+TRAINER_KEYS = [
+    "iteration", "task", "reward/mean", "reward/std", "success_rate", "episode/turns_mean",
+    "episode/completion_tokens_mean", "groups/zero_variance", "groups/total", "loss/policy",
+    "loss/kl_ref", "loss/total", "ratio/mean", "ratio/min", "ratio/max", "clip/low_fraction",
+    "clip/high_fraction", "kl/ref", "entropy", "grad_norm", "lr", "tokens/completion",
+    "tokens/per_second", "optimizer_steps", "skipped_steps/nonfinite", "rewards/skipped",
+    "time/rollout", "time/reward", "time/update", "time/iteration", "eval/reward_mean",
+    "eval/success_rate", "eval/reward_std", "continual/kl_teacher", "continual/replay_fraction",
+    "continual/buffer_size",
+]
+
+
+def _metrics(iteration: int) -> dict:
+    return {"iteration": iteration, "task": "customer_service", "reward/mean": 0.25 * iteration,
+            "reward/std": 0.125, "reward/empathy": 0.5, "success_rate": 0.5,
+            "clip/low_fraction": 0.0, "clip/high_fraction": 0.0625, "kl/ref": 0.001,
+            "grad_norm": 1.5, "time/iteration": 2.0}
+
+
+def test_every_trainer_key_is_documented():
+    for key in TRAINER_KEYS:
+        assert key in METRIC_DOCS and METRIC_DOCS[key].strip(), key
+    assert describe_metric("reward/empathy") == METRIC_DOCS["reward/<component>"]
+    assert describe_metric("episode/end_reasons/max_turns") == \
+        METRIC_DOCS["episode/end_reasons/<reason>"]
+    assert describe_metric("reward/std") == METRIC_DOCS["reward/std"]
+    assert describe_metric("not/a/metric") is None
+
+
+def test_jsonl_written_and_appended_across_loggers(tmp_path):
+    with MetricsLogger(tmp_path, report_to=["jsonl"]) as logger:
+        logger.log(_metrics(1))
+        logger.log(_metrics(2))
+    # The file is flushed line by line: readable before close.
+    second = MetricsLogger(tmp_path, report_to=["jsonl"])
+    second.log_event("resumed from checkpoint iter_000002")
+    second.log(_metrics(3))
+    assert [r.get("iteration") for r in read_metrics(tmp_path)] == [1, 2, None, 3]
+    second.close()
+    second.close()  # idempotent
+
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    metrics, events = split_events(records)
+    assert [m["iteration"] for m in metrics] == [1, 2, 3]
+    assert metrics[2] == _metrics(3)
+    assert events[0]["event"] == "resumed from checkpoint iter_000002"
+    assert events[0]["iteration"] is None  # the second logger had not logged an iteration yet
+
+
+def test_numpy_and_torch_scalars_are_stored_as_numbers(tmp_path):
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    with MetricsLogger(tmp_path, report_to="jsonl") as logger:
+        logger.log({"iteration": 1, "reward/mean": np.float32(0.5), "grad_norm": torch.tensor(2.0),
+                    "loss/policy": float("nan")})
+    (record,) = read_metrics(tmp_path)
+    assert record["reward/mean"] == 0.5 and record["grad_norm"] == 2.0
+    assert record["loss/policy"] != record["loss/policy"]  # NaN survives the round trip
+
+
+def test_truncated_last_line_is_skipped(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"iteration": 1}\n{"iteration": 2}\n{"iterat')
+    assert read_metrics(path) == [{"iteration": 1}, {"iteration": 2}]
+    path.write_text('{"iteration": 1}\n{"iterat\n{"iteration": 3}\n')
+    with pytest.raises(ValueError, match=":2:"):
+        read_metrics(path)
+
+
+def test_console_sink_without_tty(tmp_path, capsys):
+    assert not sys.stdout.isatty()
+    with MetricsLogger(tmp_path, report_to=["console"], total_iterations=3) as logger:
+        logger.log_event("task boundary: customer_service -> sales")
+        for iteration in (1, 2, 3):
+            logger.log(_metrics(iteration))
+        logger.log({"iteration": 3, "eval/reward_mean": 0.75})
+    out = capsys.readouterr().out
+    assert "task boundary: customer_service -> sales" in out
+    assert "iter 2/3 | customer_service | reward 0.500±0.125 | success 50%" in out
+    assert "clip 0.000/0.062" in out and "eval 0.750" in out
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_console_line_only_shows_present_keys():
+    assert format_console_line({"iteration": 4}) == "iter 4"
+    assert format_console_line({"reward/mean": float("nan")}) == "reward nan"
+
+
+def test_unknown_sink_and_closed_logger(tmp_path):
+    with pytest.raises(ValueError, match="tensorboard"):
+        MetricsLogger(tmp_path, report_to=["tensorboard"])
+    logger = MetricsLogger(tmp_path, report_to="none")
+    logger.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        logger.log({"iteration": 1})
+
+
+def test_missing_wandb_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` raise ImportError
+    with pytest.raises(ImportError, match="pip install wandb"):
+        MetricsLogger(tmp_path, report_to=["jsonl", "wandb"])
+
+
+def _wandb_history(run_file: Path) -> list[dict]:
+    """Decode the history records of a .wandb file (leveldb log format of protobuf Records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B"
+    block, pos, chunks, history = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # too small for a header: padding up to the next block
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        chunks += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record is assembled
+            record = pb.Record()
+            record.ParseFromString(chunks)
+            chunks = b""
+            if record.WhichOneof("record_type") == "history":
+                history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                                for item in record.history.item})
+    return history
+
+
+def test_wandb_offline_run_records_logged_values(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    with MetricsLogger(out, report_to=["jsonl", "wandb"], wandb_project="stateset-test",
+                       wandb_run_name="offline-check", config={"learning_rate": 1e-5}) as logger:
+        logger.log(_metrics(1))
+        logger.log(_metrics(2))
+    run_dirs = list((out / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 1, list(out.rglob("*"))
+    (run_file,) = run_dirs[0].glob("run-*.wandb")
+    history = _wandb_history(run_file)
+    assert [h["_step"] for h in history] == [1, 2]
+    assert [h["reward/mean"] for h in history] == [0.25, 0.5]
+    assert history[1]["clip/high_fraction"] == 0.0625 and history[1]["task"] == "customer_service"
+    assert len(read_metrics(out)) == 2
