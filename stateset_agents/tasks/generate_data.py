@@ -1,0 +1,60 @@
+"""Regenerate the shipped scenario files: ``python -m stateset_agents.tasks.generate_data``.
+
+For each task, one seeded `random.Random` draws every scenario of the train split, then the eval
+split; ids (orders, devices, SKUs...) are never reused, so the splits share no scenario and no
+hidden fact. Families rotate within each split so both cover every family. Output is canonical
+JSONL (sorted keys), so re-running reproduces the files byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from stateset_agents.tasks.base import DATA_DIR, Task, UniqueIds
+from stateset_agents.tasks.registry import get_task
+from stateset_agents.tasks.scenarios import dump_jsonl
+
+__all__ = ["SEED", "SPLIT_SIZES", "BUILTIN_TASKS", "generate_task", "generate_all"]
+
+SEED = 20250601
+SPLIT_SIZES = {"train": 60, "eval": 30}
+BUILTIN_TASKS = ("customer_service", "technical_support", "sales")
+
+
+def generate_task(task: Task, seed: int = SEED, sizes: dict[str, int] | None = None) -> dict[str, list[dict]]:
+    """All splits of one task: ``{"train": [...], "eval": [...]}``."""
+    rng = random.Random(f"{task.name}:{seed}")
+    ids = UniqueIds(rng)
+    splits: dict[str, list[dict]] = {}
+    for split, size in (sizes or SPLIT_SIZES).items():
+        splits[split] = [task.build_scenario(rng, ids, task.families[i % len(task.families)],
+                                             f"{task.id_prefix}-{split}-{i:03d}") for i in range(size)]
+    return splits
+
+
+def generate_all(out_dir: str | Path = DATA_DIR, seed: int = SEED) -> list[Path]:
+    """Write ``{task}_{split}.jsonl`` for every built-in task; returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in BUILTIN_TASKS:
+        for split, scenarios in generate_task(get_task(name), seed).items():
+            path = out / f"{name}_{split}.jsonl"
+            path.write_text(dump_jsonl(scenarios), encoding="utf-8")
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", default=str(DATA_DIR), help="where to write the JSONL files")
+    parser.add_argument("--seed", type=int, default=SEED)
+    args = parser.parse_args(argv)
+    for path in generate_all(args.out_dir, args.seed):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Task registry: built-in tasks by name, plus `register_task` for your own."""
+
+from __future__ import annotations
+
+from stateset_agents.tasks.base import Task
+from stateset_agents.tasks.customer_service import CustomerServiceTask
+from stateset_agents.tasks.sales import SalesTask
+from stateset_agents.tasks.technical_support import TechnicalSupportTask
+
+__all__ = ["get_task", "list_tasks", "register_task"]
+
+_TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (CustomerServiceTask, TechnicalSupportTask, SalesTask)}
+_INSTANCES: dict[str, Task] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Make a Task subclass available to `get_task` by its `name` (usable as a decorator)."""
+    _TASKS[cls.name] = cls
+    _INSTANCES.pop(cls.name, None)
+    return cls
+
+
+def list_tasks() -> list[str]:
+    """Names of the registered tasks, sorted."""
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The task called `name` (one shared instance per name; tasks hold no episode state)."""
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(list_tasks())}")
+    if name not in _INSTANCES:
+        _INSTANCES[name] = _TASKS[name]()
+    return _INSTANCES[name]
