@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from stateset_agents.models.registry import ensure_embedded_model, is_embedded
 from stateset_agents.models.vision import ImageProcessorSettings
 
 KIMI_MODEL_TYPES = ("kimi_k25", "kimi_k2")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -94,7 +96,7 @@ def resolve_model_path(name_or_path: str) -> str:
         if not (local / "config.json").exists():
             raise ModelNotAvailableError(f"{local} is a directory but has no config.json")
         return str(local)
-    if local.suffix or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
+    if not HUB_ID.fullmatch(name_or_path):
         raise ModelNotAvailableError(
             f"Model {name_or_path!r} is neither an embedded model (tiny-kimi-k2.5, tiny-kimi-k2.5-base), "
             f"a local directory, nor a hub id of the form owner/name"

@@ -37,10 +37,23 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def tasks_digest() -> str:
+    """Digest of the task package (code and data): the tokenizer corpus and warm-start dialogues come from it."""
+    import hashlib
+
+    tasks_dir = Path(__file__).resolve().parent.parent / "tasks"
+    digest = hashlib.sha256()
+    for path in sorted(tasks_dir.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(tasks_dir)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _base_fingerprint() -> str:
     from stateset_agents.models.tiny_kimi import TinyKimiSpec
 
-    return f"base-v1|{TinyKimiSpec().fingerprint()}"
+    return f"base-v1|{TinyKimiSpec().fingerprint()}|tasks:{tasks_digest()}"
 
 
 def _build_base(directory: Path) -> None:

@@ -1,0 +1,139 @@
+"""Supervised warm start of the tiny model on reference dialogues of mixed quality.
+
+A randomly initialised model cannot produce a Kimi turn, so RL would have nothing to improve.
+This step trains `tiny-kimi-k2.5-base` (all weights) on scripted dialogues from every task:
+mostly good agent behaviour, some mediocre, some bad. The resulting `tiny-kimi-k2.5` writes
+well-formed turns (thinking, answer or tool calls, end of turn) with a spread of behaviours, which
+is what GSPO needs: groups whose rewards differ.
+
+Examples are per assistant turn, built the way the sampler sees them: prompt = the rendered
+conversation up to the generation prompt; target = the turn's completion text
+(`reasoning</think>answer[tool calls]<|im_end|>`). Loss is on target tokens only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from stateset_agents.rollout.encoding import EncodedPrompt, PromptEncoder
+from stateset_agents.rollout.scoring import build_scoring_batch, score_completions
+
+WARM_START_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WarmStartSettings:
+    dialogues_per_task: int = 160
+    oracle_fraction: float = 0.55
+    mediocre_fraction: float = 0.3  # the rest are bad (unhelpful, rude, policy-breaking)
+    epochs: int = 3
+    learning_rate: float = 2e-3
+    batch_rows: int = 16
+    seed: int = 0
+
+
+def warm_start_fingerprint(settings: WarmStartSettings = WarmStartSettings()) -> str:
+    """Changes when the settings or this module change (the task digest is in the base fingerprint)."""
+    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    return json.dumps({"version": WARM_START_VERSION, "settings": asdict(settings), "source": source},
+                      sort_keys=True)
+
+
+def reference_dialogues(settings: WarmStartSettings) -> list[tuple[object, dict]]:
+    """(task, dialogue) pairs for every task, in a fixed order."""
+    from stateset_agents.tasks.registry import get_task, list_tasks
+    from stateset_agents.tasks.scripted_agents import generate_reference_dialogues
+
+    mix = {"oracle": settings.oracle_fraction, "mediocre": settings.mediocre_fraction,
+           "bad": 1.0 - settings.oracle_fraction - settings.mediocre_fraction}
+    pairs = []
+    for offset, name in enumerate(list_tasks()):
+        task = get_task(name)
+        for dialogue in generate_reference_dialogues(task, settings.dialogues_per_task, settings.seed + offset, mix):
+            pairs.append((task, dialogue))
+    return pairs
+
+
+def turn_examples(task, messages: list[dict], encoder: PromptEncoder) -> list[tuple[EncodedPrompt, list[int]]]:
+    """One (prompt, completion ids) example per assistant message of a conversation."""
+    tools = task.tools.schemas()
+    examples = []
+    for index, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        prompt = encoder.encode(messages[:index], tools=tools, thinking=True)
+        text = encoder.chat_format.render_completion(message, current_turn=True)
+        completion = encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
+        examples.append((prompt, completion))
+    return examples
+
+
+def supervised_epochs(model, examples, tokenizer, settings: WarmStartSettings,
+                      log: Callable[[str], None] = print) -> list[float]:
+    """Train on (prompt, completion) examples; returns the mean loss of each epoch."""
+    from rich.progress import Progress
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+    steps = settings.epochs * ((len(examples) + settings.batch_rows - 1) // settings.batch_rows)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=steps,
+                                                    pct_start=0.1)
+    order = list(range(len(examples)))
+    shuffler = random.Random(settings.seed)
+    epoch_losses = []
+    model.train()
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("warm start", total=steps)
+        for epoch in range(settings.epochs):
+            shuffler.shuffle(order)
+            losses = []
+            for start in range(0, len(order), settings.batch_rows):
+                chunk = [examples[i] for i in order[start:start + settings.batch_rows]]
+                batch = build_scoring_batch([p for p, _ in chunk], [c for _, c in chunk], tokenizer.pad_token_id,
+                                            torch.device("cpu"), torch.float32)
+                logprobs = score_completions(model, batch).logprobs
+                loss = -logprobs.sum() / batch.completion_mask.sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss))
+                progress.advance(bar)
+            epoch_losses.append(sum(losses) / len(losses))
+            log(f"warm start epoch {epoch + 1}/{settings.epochs}: loss {epoch_losses[-1]:.3f}")
+    model.eval()
+    return epoch_losses
+
+
+def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSettings = WarmStartSettings(),
+                       log: Callable[[str], None] = print) -> Path:
+    """Warm-start the base tiny model and save it as an ordinary model directory in `output_dir`."""
+    from stateset_agents.core.chat_format import get_chat_format
+    from stateset_agents.models.loading import LoadSettings, load_model
+    from stateset_agents.models.vision import ImageProcessorSettings
+
+    started = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    loaded = load_model(str(base_dir), LoadSettings(device="cpu", dtype="float32"))
+    encoder = PromptEncoder(loaded.tokenizer, get_chat_format(loaded.tokenizer), loaded.image_settings)
+    pairs = reference_dialogues(settings)
+    examples = [example for task, dialogue in pairs for example in turn_examples(task, dialogue["messages"], encoder)]
+    log(f"warm start: {len(pairs)} dialogues, {len(examples)} assistant turns, "
+        f"{sum(len(c) for _, c in examples)} target tokens")
+    epoch_losses = supervised_epochs(loaded.model, examples, loaded.tokenizer, settings, log)
+    output_dir = Path(output_dir)
+    loaded.model.save_pretrained(output_dir)
+    loaded.tokenizer.save_pretrained(output_dir)
+    ImageProcessorSettings.load(base_dir).save(output_dir)
+    report = {"dialogues": len(pairs), "examples": len(examples), "epoch_losses": epoch_losses,
+              "seconds": time.perf_counter() - started, "settings": asdict(settings)}
+    (output_dir / "warm_start.json").write_text(json.dumps(report, indent=2))
+    return output_dir
