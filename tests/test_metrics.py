@@ -21,8 +21,8 @@ from stateset_agents.training.metrics import (
 TRAINER_KEYS = [
     "iteration", "task", "reward/mean", "reward/std", "success_rate", "episode/turns_mean",
     "episode/completion_tokens_mean", "groups/zero_variance", "groups/total", "loss/policy",
-    "loss/kl_ref", "loss/total", "ratio/mean", "ratio/min", "ratio/max", "clip/low_fraction",
-    "clip/high_fraction", "kl/ref", "entropy", "grad_norm", "lr", "tokens/completion",
+    "loss/kl_ref", "loss/total", "ratio/mean", "ratio/min", "ratio/max", "ratio/first_step_mean",
+    "clip/low_fraction", "clip/high_fraction", "kl/ref", "entropy", "grad_norm", "lr", "tokens/completion",
     "tokens/per_second", "optimizer_steps", "skipped_steps/nonfinite", "rewards/skipped",
     "time/rollout", "time/reward", "time/update", "time/iteration", "eval/reward_mean",
     "eval/success_rate", "eval/reward_std", "continual/kl_teacher", "continual/replay_fraction",

@@ -131,8 +131,7 @@ def _check_extra_names(extra_files: ExtraFiles) -> None:
 
 def _write_contents(directory: Path, iteration: int, model: Any, optimizer: Any, scheduler: Any,
                     trainer_state: Mapping[str, Any], extra_files: ExtraFiles) -> None:
-    state = {"iteration": iteration, **trainer_state}
-    state["iteration"] = iteration
+    state = {"iteration": iteration, **{k: v for k, v in trainer_state.items() if k != "iteration"}}
     (directory / TRAINER_STATE_FILE).write_text(_state_json(state), encoding="utf-8")
     save_model_weights(model, directory)
     if optimizer is not None:

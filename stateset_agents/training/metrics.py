@@ -26,8 +26,10 @@ from typing import Any
 
 METRIC_DOCS: dict[str, str] = {
     # --- bookkeeping
-    "iteration": "1-based index of the training iteration just completed (rollout + update); "
-                 "continues across resumes. Used as the W&B step.",
+    "iteration": "1-based index of the training iteration just completed (rollout + update), "
+                 "i.e. the number of iterations done, the same number a checkpoint saved right "
+                 "after it carries; continues across resumes. Used as the W&B step and as the "
+                 "progress bar position.",
     "task": "Name of the task the iteration trained on (continual learning switches it; the "
             "report draws a boundary where it changes).",
     # --- rewards and episodes
@@ -39,8 +41,8 @@ METRIC_DOCS: dict[str, str] = {
     "episode/turns_mean": "Mean number of assistant turns per episode.",
     "episode/completion_tokens_mean": "Mean number of sampled (trained) tokens per episode, "
                                       "summed over its turns.",
-    "episode/end_reasons/<reason>": "Fraction of the batch's episodes that ended for <reason> "
-                                    "(e.g. done, max_turns, max_tokens, error).",
+    "episode/end_reasons/<reason>": "Number of the batch's episodes that ended for <reason> "
+                                    "(e.g. done, max_turns, max_tokens, error, unknown).",
     "groups/zero_variance": "Number of groups whose rewards were all equal: advantages are zero, "
                             "so they contribute no policy gradient.",
     "groups/total": "Number of groups (prompts, each sampled group_size times) in the batch.",
@@ -54,6 +56,9 @@ METRIC_DOCS: dict[str, str] = {
                   "for GRPO) over the iteration's minibatch steps; 1 on the first step.",
     "ratio/min": "Smallest importance ratio seen in the iteration.",
     "ratio/max": "Largest importance ratio seen in the iteration.",
+    "ratio/first_step_mean": "ratio/mean of the iteration's first optimizer step, where pi_theta "
+                             "= pi_old: it should be 1 up to float noise; a deviation means the "
+                             "trainer does not score what the sampler sampled.",
     "clip/low_fraction": "Fraction of ratios clipped at 1 - epsilon_low where clipping was active "
                          "(negative advantage).",
     "clip/high_fraction": "Fraction of ratios clipped at 1 + epsilon_high where clipping was active "
@@ -62,12 +67,12 @@ METRIC_DOCS: dict[str, str] = {
               "(the model with the LoRA adapter disabled); logged even when not penalised.",
     "entropy": "Mean per-token entropy of the policy over sampled tokens (nats).",
     "grad_norm": "Global L2 norm of the gradients before clipping, averaged over optimizer steps.",
-    "lr": "Learning rate after the iteration's last scheduler step.",
+    "lr": "Learning rate of the iteration's optimizer steps (mean over its steps).",
     # --- throughput and step accounting
     "tokens/completion": "Completion tokens sampled in the iteration (all episodes, all turns).",
     "tokens/per_second": "Sampled completion tokens per second of rollout time (tokens/completion "
                          "/ time/rollout).",
-    "optimizer_steps": "Cumulative optimizer steps taken since the start of training.",
+    "optimizer_steps": "Optimizer steps taken in this iteration (skipped steps excluded).",
     "skipped_steps/nonfinite": "Optimizer steps skipped in this iteration because the loss or the "
                                "gradient norm was NaN/inf.",
     "rewards/skipped": "Trajectories excluded in this iteration because their reward could not be "
