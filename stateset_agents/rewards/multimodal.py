@@ -36,9 +36,9 @@ def first_image(messages: list[dict[str, Any]]) -> Image.Image | None:
 
 def shows_damage(image: Image.Image, min_fraction: float = 0.01) -> bool:
     """At least `min_fraction` of the pixels are strongly red (the crack drawn on damaged items)."""
-    pixels = list(image.convert("RGB").getdata())
-    red = sum(1 for r, g, b in pixels if r > 170 and g < 90 and b < 90)
-    return red >= min_fraction * len(pixels)
+    data = image.convert("RGB").tobytes()
+    red = sum(1 for i in range(0, len(data), 3) if data[i] > 170 and data[i + 1] < 90 and data[i + 2] < 90)
+    return red >= min_fraction * (len(data) // 3)
 
 
 class ImageConsistency:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 if TYPE_CHECKING:
     from stateset_agents.tasks.base import Task
@@ -86,17 +86,25 @@ class Scenario(BaseModel):
     topic: str = "your issue"
     opening: str = Field(min_length=1)
     image: ImageSpec | None = None
-    facts: dict[str, str | int | float] = Field(default_factory=dict)
+    facts: dict[str, Any] = Field(default_factory=dict)
     world: dict[str, Any] = Field(default_factory=dict)
     goal: Goal
     solution: Solution | None = None
+
+    @field_validator("facts")
+    @classmethod
+    def _scalar_facts(cls, facts: dict[str, Any]) -> dict[str, Any]:
+        for key, value in facts.items():
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise ValueError(f"value of {key!r} must be a string or a number, got {type(value).__name__}")
+        return facts
 
 
 def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "record"
-        problems.append(f"{where}: {item['msg']}")
+        problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)
 
 
