@@ -6,8 +6,11 @@ import asyncio
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stateset_agents.core.completion import ParsedCompletion, ToolCall
+from stateset_agents.core.trajectory import Trajectory, TurnSample
 from stateset_agents.envs import RuleBasedUser, StepResult, UserReply
 from stateset_agents.rewards.multimodal import first_image, shows_damage
 from stateset_agents.tasks import get_task
@@ -191,3 +194,40 @@ def test_custom_user_instance_factory_and_astep():
     env = task.make_env(scenario, user=lambda s: RuleBasedUser(s, patience=1))
     env.reset()
     assert env.step(say("Nice weather.")).reason == "user_gave_up"
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-5, 2000), st.floats(allow_nan=False, allow_infinity=False),
+                    st.text(max_size=8), st.lists(st.integers(), max_size=2))
+_calls = st.builds(lambda name, args, i: ToolCall(f"functions.{name}:{i}", name, args),
+                   st.sampled_from(["lookup_order", "issue_refund", "create_return", "track_delivery", "escalate",
+                                    "search_catalog", "apply_discount", "reset_password", "open_ticket", "x"]),
+                   st.one_of(st.none(), st.dictionaries(st.sampled_from(
+                       ["order_id", "amount", "reason", "sku", "percent", "price", "category", "summary", "account_id",
+                        "device_id", "region", "max_price", "zz"]), _values, max_size=3)),
+                   st.integers(0, 9))
+_turns = st.builds(lambda content, calls: ParsedCompletion(reasoning="r", content=content, tool_calls=calls),
+                   st.sampled_from(["", "Could you please share your order number?", "I have refunded it.",
+                                    "Whatever.", "What is your budget and use?", "There is an outage."]),
+                   st.lists(_calls, max_size=2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(task_name=st.sampled_from(["customer_service", "technical_support", "sales"]),
+       index=st.integers(0, 59), turns=st.lists(_turns, min_size=1, max_size=7))
+def test_arbitrary_turns_never_crash_and_rewards_stay_in_bounds(task_name, index, turns):
+    task = get_task(task_name)
+    scenario = task.train_scenarios()[index]
+    env = task.make_env(scenario)
+    messages = env.reset()
+    parsed_turns = []
+    for turn in turns:
+        parsed_turns.append(turn)
+        messages.append(turn.to_message())
+        result = env.step(turn)
+        messages.extend(result.messages)
+        json.dumps(result.state)
+        if result.done:
+            break
+    trajectory = Trajectory(messages, [TurnSample([], [], [], t) for t in parsed_turns], result.state, scenario)
+    scored = task.default_reward().score(trajectory)
+    assert 0.0 <= scored.total <= 1.0 and all(0.0 <= v <= 1.0 for v in scored.components.values())

@@ -8,6 +8,7 @@ assistant's ``tool_calls`` and the tool messages (a result starting with ``error
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -64,8 +65,6 @@ def trajectory_actions(trajectory: Trajectory) -> list[dict[str, Any]]:
 
 
 def _decode_args(args: Any) -> dict[str, Any] | None:
-    import json
-
     if isinstance(args, dict):
         return args
     try:

@@ -226,7 +226,8 @@ class CustomerServiceTask(Task):
                     "why": "I have the order number; I will track the delivery."}
             return _text(rng, LATE_OPENINGS, item, "a late order", "I'm sorry your order is late.", [call],
                          [[order["eta"].lower()]], f"You want to know when order {order_id} arrives.",
-                         f"Your order {order_id} is on its way and arrives {order['eta']}. Thank you for waiting.")
+                         f"Your order {order_id} is on its way and arrives {order['eta']}. Thank you for waiting.",
+                         forbid=("issue_refund",))
         call = {"tool": "escalate", "args": {"order_id": order_id, "reason": "refund over cap"},
                 "goal_args": {"order_id": order_id}, "why": f"The total {total} is over the $500 cap; I must escalate."}
         return _text(rng, DAMAGED_OPENINGS, item, f"a damaged {item}", damaged, [lookup, call],

@@ -46,6 +46,7 @@ def run_scripted_episode(task: Task | str, scenario: Mapping[str, Any], agent: S
 
 def _label_counts(n: int, mix: Mapping[str, float]) -> dict[str, int]:
     """Split `n` by the mix proportions (largest remainder, so the counts sum to `n`)."""
+    mix = {label: 0.0 if -1e-9 < weight < 0 else weight for label, weight in mix.items()}  # 1 - 0.7 - 0.3 < 0
     unknown = sorted(set(mix) - set(DEFAULT_MIX))
     if unknown or not mix or any(weight < 0 for weight in mix.values()) or sum(mix.values()) <= 0:
         raise ValueError(f"mix must map some of {', '.join(DEFAULT_MIX)} to non-negative weights; got {dict(mix)}")

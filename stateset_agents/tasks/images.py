@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-__all__ = ["PHOTO_SIZE", "render_photo", "png_data_url", "scenario_image_url"]
+__all__ = ["PHOTO_SIZE", "render_photo", "png_data_url", "scenario_image_url", "scenario_photo"]
 
 PHOTO_SIZE = 56
 
@@ -64,3 +64,9 @@ def scenario_image_url(scenario: dict[str, Any]) -> str | None:
     """The data URL of the scenario's photo, or None when it has none."""
     image = scenario.get("image")
     return _photo_url(image["kind"], int(image["seed"])) if image else None
+
+
+def scenario_photo(scenario: dict[str, Any]) -> Image.Image | None:
+    """The scenario's photo as a PIL image (e.g. for `TurnSample.images`), or None."""
+    image = scenario.get("image")
+    return render_photo(image["kind"], int(image["seed"])) if image else None
