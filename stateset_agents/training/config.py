@@ -1,0 +1,353 @@
+"""`TrainingConfig`: every option of a GSPO/GRPO run, typed, bounded and documented in one place.
+
+The config is written next to every run's outputs (`save(output_dir)` -> `config.yaml`) and can
+be loaded back (`from_file`). Unknown keys are errors (with a "did you mean" hint), and so are
+combinations that cannot work; each error says what to change.
+
+Batch geometry (one outer iteration):
+
+    episodes per rollout = scenarios_per_iteration * num_generations
+                         = minibatches_per_rollout * per_device_train_batch_size * gradient_accumulation_steps
+
+The rollout batch is split into `minibatches_per_rollout` minibatches of whole episodes, one
+optimizer step each; each step accumulates `gradient_accumulation_steps` micro-batches of
+`per_device_train_batch_size` episodes. With more than one step per rollout, pi_old != pi_theta
+after the first step, so the GSPO ratio and its clipping actually act (DESIGN.md invariant 4;
+TRL's `steps_per_generation`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["TrainingConfig", "CONTINUAL_STRATEGIES"]
+
+CONTINUAL_STRATEGIES = ("none", "replay", "lwf", "replay_lwf")
+DEFAULT_MODEL = "tiny-kimi-k2.5"
+_MISSING = object()
+
+
+class TrainingConfig(BaseModel):
+    """All settings of a training run. Defaults suit the embedded tiny Kimi-K2.5 on CPU."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    # --- run -----------------------------------------------------------------------------------
+    model_name: str = Field(DEFAULT_MODEL, min_length=1, description=(
+        "Model to fine-tune: an embedded name (tiny-kimi-k2.5), a local directory or a hub id "
+        "(moonshotai/Kimi-K2.5)."))
+    output_dir: str = Field("./outputs/gspo", min_length=1, description=(
+        "Directory for config.yaml, metrics.jsonl, checkpoints and the report."))
+    seed: int = Field(0, ge=0, description="Seed for scenario sampling, sampling and minibatch order.")
+    task: str = Field("customer_service", description=(
+        "Task name, or several separated by commas (or a list) to train on them in sequence "
+        "(continual learning): customer_service, technical_support, sales, or a registered task."))
+    resume: bool = Field(False, description="Continue from the latest complete checkpoint in output_dir.")
+
+    # --- model and LoRA --------------------------------------------------------------------------
+    use_lora: bool = Field(True, description=(
+        "Train LoRA adapters (the reference policy is then the same model with the adapter disabled). "
+        "False = full fine-tuning."))
+    lora_r: int = Field(8, ge=1, le=1024, description="LoRA rank r.")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator: the update is (alpha / r) * B A.")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description=(
+        "Dropout on the LoRA input. Must be 0 when routed experts are adapted (PEFT target_parameters)."))
+    lora_target_modules: list[str] | None = Field(None, description=(
+        "Module names to adapt, Llama-style (q_proj, k_proj, ..., down_proj) or the model's own; translated "
+        "to what the model has (MLA projections and experts on Kimi-K2.5, see models/lora_targets.py). "
+        "None = auto: every attention and MLP projection of the language model, routed experts included."))
+    lora_target_experts: bool = Field(True, description=(
+        "Also adapt fused routed-expert weights (MoE models; via PEFT target_parameters). Large: on "
+        "Kimi-K2.5 at r=64 this is ~30B trainable parameters."))
+    use_4bit: bool = Field(False, description="Load the base weights in 4-bit (QLoRA, bitsandbytes, CUDA only).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
+        "Weight dtype; auto = bfloat16 on GPU, float32 on CPU."))
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description=(
+        "auto, cpu, cuda, cuda:N or mps; auto = cuda when available."))
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(None, description=(
+        "Attention kernel passed to transformers; None = its default."))
+    trust_remote_code: bool = Field(False, description=(
+        "Run model/tokenizer code shipped with the checkpoint (the hub Kimi-K2.5 tokenizer needs it)."))
+
+    # --- batch geometry --------------------------------------------------------------------------
+    per_device_train_batch_size: int = Field(4, ge=1, description="Episodes per forward/backward micro-batch.")
+    gradient_accumulation_steps: int = Field(2, ge=1, description="Micro-batches accumulated per optimizer step.")
+    num_generations: int = Field(4, description=(
+        "Group size G: episodes sampled per scenario; advantages compare rewards within a group (>= 2)."))
+    scenarios_per_iteration: int = Field(4, ge=1, description="Scenarios (groups) rolled out per outer iteration.")
+    num_outer_iterations: int = Field(10, ge=1, description="Outer iterations: rollout, reward, K optimizer steps.")
+    minibatches_per_rollout: int | None = Field(None, ge=1, description=(
+        "K, optimizer steps per rollout batch (TRL's steps_per_generation). None = episodes per rollout / "
+        "(per_device_train_batch_size * gradient_accumulation_steps). K >= 2 lets the GSPO ratio move."))
+
+    # --- optimizer -------------------------------------------------------------------------------
+    learning_rate: float = Field(1e-4, gt=0, le=1.0, description="Peak AdamW learning rate.")
+    lr_warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear warmup from 0.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field("constant", description=(
+        "Learning-rate decay after warmup (linear/cosine decay to 0 at the last step)."))
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay.")
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW beta1.")
+    adam_beta2: float = Field(0.99, ge=0.0, lt=1.0, description="AdamW beta2.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient norm clipping threshold.")
+
+    # --- loss ------------------------------------------------------------------------------------
+    loss_type: Literal["gspo", "grpo", "gspo_token"] = Field("gspo", description=(
+        "gspo: sequence-level ratio (Zheng et al. 2025, arXiv:2507.18071); gspo_token: GSPO-token; "
+        "grpo: token-level ratio (DeepSeekMath). See training/losses.py."))
+    clip_epsilon_low: float = Field(3e-4, ge=0.0, lt=1.0, description=(
+        "Ratio clipped below at 1 - eps_low. GSPO's sequence ratio needs a range ~1e-4, GRPO's ~0.2."))
+    clip_epsilon_high: float = Field(4e-4, ge=0.0, description="Ratio clipped above at 1 + eps_high.")
+    kl_beta: float = Field(0.0, ge=0.0, description=(
+        "Coefficient of the k3 KL to the reference policy (the base model: LoRA disabled); 0 = off."))
+    router_aux_loss_coef: float = Field(0.0, ge=0.0, description=(
+        "Coefficient of the MoE router load-balancing loss added to the policy loss; 0 = off "
+        "(DeepSeek-V3/Kimi balance experts without an auxiliary loss)."))
+    advantage_normalization: Literal["group_std", "group_mean_only"] = Field("group_std", description=(
+        "group_std: (r - group mean) / group std; group_mean_only: r - group mean."))
+
+    # --- rollouts --------------------------------------------------------------------------------
+    max_turns: int = Field(4, ge=1, description="Assistant turns per episode before it is cut off.")
+    max_new_tokens: int = Field(64, ge=1, description="Most tokens sampled per assistant turn.")
+    temperature: float | None = Field(None, ge=0.0, description=(
+        "Sampling temperature; None = Kimi's advice (1.0 with thinking, 0.6 without)."))
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description=(
+        "Nucleus sampling; 1.0 = off. Below 1 the sampler's distribution is truncated (see rollout docs)."))
+    top_k: int = Field(0, ge=0, description="Top-k sampling; 0 = off.")
+    thinking: bool = Field(True, description="Kimi thinking mode (chat_template_kwargs={'thinking': ...}).")
+    system_prompt: str | None = Field(None, description=(
+        "System prompt override; None = each task's own prompt (which states its tools and policies)."))
+    rollout_concurrency: int = Field(8, ge=1, description="Episodes generated concurrently (batched).")
+    use_vllm: bool = Field(False, description="Generate rollouts with vLLM instead of transformers.generate.")
+    vllm_base_url: str | None = Field(None, pattern=r"^https?://", description=(
+        "OpenAI-compatible server for rollouts, e.g. http://localhost:8000/v1 (vllm serve / sglang)."))
+
+    # --- continual learning ----------------------------------------------------------------------
+    continual_strategy: Literal["none", "replay", "lwf", "replay_lwf"] = Field("none", description=(
+        "Keeping earlier tasks while training later ones: replay (mix stored episodes of earlier "
+        "tasks into each batch), lwf (learning without forgetting: KL to the previous task's frozen "
+        "adapter), replay_lwf (both), none."))
+    replay_buffer_size: int = Field(1000, ge=1, description="Most episodes kept in the replay buffer.")
+    replay_ratio: float = Field(0.25, ge=0.0, lt=1.0, description="Fraction of each batch drawn from the replay buffer.")
+    kl_penalty_beta: float = Field(0.1, ge=0.0, description=(
+        "LwF coefficient: KL(pi_theta || previous-task policy) per sampled token."))
+
+    # --- evaluation, checkpoints, logging --------------------------------------------------------
+    eval_every: int = Field(5, ge=0, description="Evaluate every N outer iterations; 0 = never.")
+    eval_scenarios: int = Field(8, ge=1, description="Held-out scenarios per evaluation.")
+    save_every: int = Field(5, ge=0, description="Checkpoint every N outer iterations (and at the end); 0 = never.")
+    log_every: int = Field(1, ge=1, description="Print a console line every N outer iterations.")
+    report_to: list[Literal["console", "jsonl", "wandb"]] = Field(["console", "jsonl"], description=(
+        "Metric sinks: console, jsonl (output_dir/metrics.jsonl), wandb."))
+    wandb_project: str | None = Field(None, description="W&B project (used when report_to has wandb).")
+    wandb_run_name: str | None = Field(None, description="W&B run name; None = W&B's default.")
+    reward_error_policy: Literal["fail", "skip"] = Field("fail", description=(
+        "When a reward function raises: fail the run, or skip that episode (counted in metrics)."))
+
+    # --- field validators ------------------------------------------------------------------------
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [key for key in data if key not in cls.model_fields]
+            if unknown:
+                raise ValueError("; ".join(_unknown_field_message(key) for key in unknown))
+        return data
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_to_text(cls, value: Any) -> Any:
+        names = value.split(",") if isinstance(value, str) else value
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise ValueError("task must be a name, comma-separated names, or a list of names")
+        names = [name.strip() for name in names]
+        if not names or not all(names):
+            raise ValueError(f"task has an empty name: {value!r}")
+        return ",".join(names)
+
+    @field_validator("num_generations")
+    @classmethod
+    def _group_size(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(
+                f"num_generations={value}: group advantages compare episodes of the same scenario, so a "
+                "group needs at least 2 (8 is the Kimi-K2.5 preset)."
+            )
+        return value
+
+    @field_validator("lora_target_modules")
+    @classmethod
+    def _targets_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(name.strip() for name in value)):
+            raise ValueError("lora_target_modules must be None (auto) or a non-empty list of names")
+        return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _dedupe_sinks(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    # --- cross-field validators ------------------------------------------------------------------
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TrainingConfig:
+        for check in (_check_batch_geometry, _check_lora, _check_vllm, _check_continual):
+            check(self)
+        return self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Validated assignment that leaves the config unchanged when the new value is rejected
+        (pydantic keeps the rejected value when only a cross-field check fails)."""
+        previous, fields_set = self.__dict__.get(name, _MISSING), set(self.model_fields_set)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError:
+            if previous is not _MISSING:
+                self.__dict__[name] = previous
+                object.__setattr__(self, "__pydantic_fields_set__", fields_set)
+            raise
+
+    # --- derived values --------------------------------------------------------------------------
+    @property
+    def effective_batch_size(self) -> int:
+        """Episodes per optimizer step: per_device_train_batch_size * gradient_accumulation_steps."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    @property
+    def episodes_per_rollout(self) -> int:
+        """Episodes sampled per outer iteration: scenarios_per_iteration * num_generations."""
+        return self.scenarios_per_iteration * self.num_generations
+
+    @property
+    def task_sequence(self) -> list[str]:
+        """The tasks, in training order."""
+        return self.task.split(",")
+
+    @property
+    def effective_temperature(self) -> float:
+        """The sampling temperature in use (Kimi's advice when `temperature` is None)."""
+        if self.temperature is not None:
+            return self.temperature
+        return 1.0 if self.thinking else 0.6
+
+    def optimizer_steps_per_rollout(self, episodes: int | None = None) -> int:
+        """K, optimizer steps per rollout batch of `episodes` (default: episodes_per_rollout), >= 1."""
+        episodes = self.episodes_per_rollout if episodes is None else episodes
+        steps = self.minibatches_per_rollout or episodes // self.effective_batch_size
+        return max(1, min(steps, episodes))
+
+    # --- files -----------------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> TrainingConfig:
+        """A validated copy with `changes` applied (all cross-field checks run once, on the result)."""
+        return type(self)(**{**self.model_dump(), **changes})
+
+    def to_yaml(self, path: str | Path) -> Path:
+        """Write the config as YAML (fields in definition order); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+        return path
+
+    def save(self, output_dir: str | Path | None = None) -> Path:
+        """Write `config.yaml` into `output_dir` (default: this config's output_dir)."""
+        return self.to_yaml(Path(output_dir if output_dir is not None else self.output_dir) / "config.yaml")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainingConfig:
+        return cls._from_mapping(yaml.safe_load(Path(path).read_text()), path)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainingConfig:
+        """Load a `.yaml`/`.yml` or `.json` config file."""
+        suffix = Path(path).suffix.lower()
+        if suffix in (".yaml", ".yml"):
+            return cls.from_yaml(path)
+        if suffix == ".json":
+            return cls._from_mapping(json.loads(Path(path).read_text()), path)
+        raise ValueError(f"config file must end in .yaml, .yml or .json: {path}")
+
+    @classmethod
+    def _from_mapping(cls, data: Any, path: str | Path) -> TrainingConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of TrainingConfig fields, got {type(data).__name__}")
+        return cls(**data)
+
+
+def _unknown_field_message(key: str) -> str:
+    close = difflib.get_close_matches(str(key), TrainingConfig.model_fields, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown TrainingConfig field {key!r}{hint}"
+
+
+def _check_batch_geometry(config: TrainingConfig) -> None:
+    episodes, per_step = config.episodes_per_rollout, config.effective_batch_size
+    geometry = (
+        f"scenarios_per_iteration * num_generations = {config.scenarios_per_iteration} * "
+        f"{config.num_generations} = {episodes} episodes per rollout"
+    )
+    step = (
+        f"per_device_train_batch_size * gradient_accumulation_steps = {config.per_device_train_batch_size} * "
+        f"{config.gradient_accumulation_steps} = {per_step} episodes per optimizer step"
+    )
+    steps = config.minibatches_per_rollout
+    if steps is not None and steps * per_step != episodes:
+        raise ValueError(
+            f"{geometry}, but minibatches_per_rollout={steps} steps of {per_step} episodes ({step}) make "
+            f"{steps * per_step}; make them equal (or leave minibatches_per_rollout unset to derive it)."
+        )
+    if steps is None and episodes % per_step:
+        raise ValueError(
+            f"{geometry} is not a multiple of {step}; change scenarios_per_iteration or gradient_accumulation_steps."
+        )
+    if config.optimizer_steps_per_rollout() == 1:
+        _warn_single_step(geometry, step)
+
+
+def _warn_single_step(geometry: str, step: str) -> None:
+    warnings.warn(
+        f"{geometry} and {step}: one optimizer step per rollout, so the policy ratio stays 1 and clipping "
+        "never acts. Raise scenarios_per_iteration or lower gradient_accumulation_steps for >= 2 steps.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _check_lora(config: TrainingConfig) -> None:
+    if config.use_4bit and not config.use_lora:
+        raise ValueError("use_4bit=True needs use_lora=True: 4-bit base weights cannot be trained directly (QLoRA).")
+    if config.use_lora and config.lora_dropout and config.lora_target_experts:
+        raise ValueError(
+            f"lora_dropout={config.lora_dropout} with lora_target_experts=True: routed experts are adapted "
+            "through PEFT target_parameters, which refuses dropout. Set lora_dropout=0.0, or "
+            "lora_target_experts=False (dense models have no routed experts)."
+        )
+
+
+def _check_vllm(config: TrainingConfig) -> None:
+    if config.use_vllm and not config.vllm_base_url and importlib.util.find_spec("vllm") is None:
+        raise ValueError(
+            "use_vllm=True needs vllm_base_url, an OpenAI-compatible server started with e.g. "
+            "`vllm serve moonshotai/Kimi-K2.5 --trust-remote-code --tool-call-parser kimi_k2 "
+            "--reasoning-parser kimi_k2 --tensor-parallel-size 8` -> vllm_base_url='http://localhost:8000/v1' "
+            "(vllm is not installed here, so it cannot run in-process)."
+        )
+
+
+def _check_continual(config: TrainingConfig) -> None:
+    strategy = config.continual_strategy
+    if "replay" in strategy and config.replay_ratio <= 0:
+        raise ValueError(f"continual_strategy={strategy!r} replays episodes: set replay_ratio in (0, 1).")
+    if "lwf" in strategy and config.kl_penalty_beta <= 0:
+        raise ValueError(f"continual_strategy={strategy!r} uses LwF: set kl_penalty_beta > 0.")
+    if strategy in ("lwf", "replay_lwf") and not config.use_lora:
+        raise ValueError(
+            f"continual_strategy={strategy!r} keeps the previous task's policy as a second frozen LoRA "
+            "adapter: set use_lora=True."
+        )
