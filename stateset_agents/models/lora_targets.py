@@ -365,7 +365,10 @@ def _nothing_matched_message(
         f"Fused 3D expert parameters: {expert_names or 'none'}."
     )
     if outside:
-        message += f" {outside} exist only outside {scope} (e.g. the vision tower), which is not adapted (pass include_vision=True to adapt it)."
+        message += (
+            f" {outside} exist only outside {scope} (e.g. the vision tower), which is not adapted "
+            "(pass include_vision=True to adapt it)."
+        )
     if experts and not include_experts:
         message += " Routed experts were excluded (include_experts=False)."
     return message
