@@ -81,3 +81,20 @@ def test_reference_dialogues_mix_labels_and_format():
                                         mix={"oracle": 0.6, "mediocre": 0.25, "bad": 0.15}) == dialogues
     with pytest.raises(ValueError, match="mix"):
         generate_reference_dialogues("sales", 2, mix={"great": 1.0})
+
+
+@pytest.mark.parametrize("task", list_tasks())
+def test_reference_messages_render_and_round_trip_through_the_kimi_format(task):
+    from stateset_agents.core.chat_format import KimiChatFormat
+    from stateset_agents.core.messages import extract_images, validate_messages
+
+    chat = KimiChatFormat()
+    for dialogue in generate_reference_dialogues(task, 6, seed=1, mix={"oracle": 1.0}):
+        messages = validate_messages(dialogue["messages"])
+        assert chat.render(messages, tools=dialogue["tools"]).count("<|im_assistant|>") > 1
+        if task == "customer_service":
+            assert len(extract_images(messages)) == sum(
+                isinstance(m["content"], list) for m in messages)  # photos decode
+        for message in (m for m in messages if m["role"] == "assistant"):
+            parsed = chat.parse(chat.render_completion(message))
+            assert parsed.well_formed and parsed.to_message() == message
