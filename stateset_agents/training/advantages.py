@@ -5,7 +5,7 @@
 
 std is the population standard deviation (divides by the group size), so a group's advantages
 have unit variance. A group whose rewards are all equal carries no learning signal: its
-advantages are exactly 0 and it is counted in `stats["zero_variance_groups"]` (worth logging: a
+advantages are exactly 0 and it is counted in `num_zero_variance_groups` (worth logging: a
 high count means the task is too easy or too hard for the current policy).
 """
 
@@ -16,7 +16,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["AdvantageNormalization", "GroupAdvantages", "group_advantages"]
+__all__ = ["AdvantageNormalization", "GroupAdvantages", "group_advantages", "group_advantages_by_id"]
 
 AdvantageNormalization = Literal["group_std", "group_mean_only"]
 _ZERO_STD = 1e-8  # groups with std at or below this are "zero-variance"
@@ -24,32 +24,23 @@ _ZERO_STD = 1e-8  # groups with std at or below this are "zero-variance"
 
 class GroupAdvantages(NamedTuple):
     advantages: Tensor  # same shape as the rewards
-    stats: dict[str, int]  # {"groups": number of groups, "zero_variance_groups": how many got A = 0}
+    num_zero_variance_groups: int
 
 
-def group_advantages(
-    rewards: Tensor,
-    group_ids_B: Tensor | None = None,
+def group_advantages_by_id(
+    rewards_B: Tensor,
+    group_ids_B: Tensor,
     normalization: AdvantageNormalization = "group_std",
     eps: float = 1e-6,
 ) -> GroupAdvantages:
-    """Advantages shaped like `rewards`.
-
-    Either `rewards` is [N, G] (one row per scenario, G samples each) and `group_ids_B` is None,
-    or `rewards` is [B] and `group_ids_B` [B] says which rows share a scenario (any int ids).
-    """
+    """Advantages [B] for rewards [B], where rows with equal `group_ids_B` form one group."""
     if normalization not in ("group_std", "group_mean_only"):
         raise ValueError(f"normalization must be 'group_std' or 'group_mean_only', got {normalization!r}")
-    if group_ids_B is None:
-        if rewards.dim() != 2:
-            raise ValueError(f"without group ids, rewards must be [num_groups, group_size]; got {list(rewards.shape)}")
-        group_B = torch.arange(rewards.shape[0], device=rewards.device).repeat_interleave(rewards.shape[1])
-    elif rewards.dim() != 1 or group_ids_B.shape != rewards.shape:
-        shapes = f"{list(rewards.shape)} and {list(group_ids_B.shape)}"
-        raise ValueError(f"rewards and group ids must both be [B]; got {shapes}")
-    else:
-        group_B = torch.unique(group_ids_B, return_inverse=True)[1].to(rewards.device)
-    rewards_B = rewards.reshape(-1).float()
+    if rewards_B.dim() != 1 or group_ids_B.shape != rewards_B.shape:
+        shapes = (tuple(rewards_B.shape), tuple(group_ids_B.shape))
+        raise ValueError(f"rewards and group ids must both be [B]; got {shapes[0]} and {shapes[1]}")
+    rewards_B = rewards_B.float()
+    _, group_B = torch.unique(group_ids_B, return_inverse=True)
     num_groups = int(group_B.max().item()) + 1 if group_B.numel() else 0
 
     def group_mean(values_B: Tensor) -> Tensor:  # [B] -> [num_groups]
@@ -61,5 +52,18 @@ def group_advantages(
     zero_N = std_N <= _ZERO_STD
     advantages_B = centered_B / (std_N[group_B] + eps) if normalization == "group_std" else centered_B
     advantages_B = torch.where(zero_N[group_B], 0.0, advantages_B)
-    stats = {"groups": num_groups, "zero_variance_groups": int(zero_N.sum().item())}
-    return GroupAdvantages(advantages_B.reshape(rewards.shape), stats)
+    return GroupAdvantages(advantages_B, int(zero_N.sum().item()))
+
+
+def group_advantages(
+    rewards_N_G: Tensor,
+    normalization: AdvantageNormalization = "group_std",
+    eps: float = 1e-6,
+) -> GroupAdvantages:
+    """Advantages [N, G] for rewards [N groups, G samples per group] (one row per scenario)."""
+    if rewards_N_G.dim() != 2:
+        raise ValueError(f"rewards must be [num_groups, group_size], got {tuple(rewards_N_G.shape)}")
+    num_groups, group_size = rewards_N_G.shape
+    ids_B = torch.arange(num_groups, device=rewards_N_G.device).repeat_interleave(group_size)
+    result = group_advantages_by_id(rewards_N_G.reshape(-1), ids_B, normalization, eps)
+    return GroupAdvantages(result.advantages.reshape(num_groups, group_size), result.num_zero_variance_groups)
