@@ -263,6 +263,8 @@ def _parse_kimi_call(chunk: str, index: int, errors: list[str]) -> ToolCall:
         error = error and f"tool call {index} ({name or '?'}): {error}"
     if error:
         errors.append(error)
+    # an empty id still needs a handle: the tool's reply must name the call it answers
+    call_id = call_id or f"functions.unknown:{index}"
     return ToolCall(id=call_id, name=name, arguments=arguments, raw_arguments=raw_arguments, error=error)
 
 

@@ -31,7 +31,9 @@ class ToolCall:
 
         # keep the sampled text: re-dumping would change spacing/escapes of what the model wrote
         args = self.raw_arguments or json.dumps(self.arguments or {}, ensure_ascii=False)
-        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": args}}
+        # a call whose name could not be read keeps its raw id as name, so the history stays valid
+        name = self.name or self.id or "unknown"
+        return {"id": self.id or name, "type": "function", "function": {"name": name, "arguments": args}}
 
 
 @dataclass

@@ -30,7 +30,7 @@ VIDEO_PLACEHOLDER = "<|kimi_k25_video_placeholder|>"  # reserved: videos are not
 class TinyKimiSpec:
     """Sizes of the tiny model. Defaults: ~1.4M parameters, fast on two CPU cores."""
 
-    vocab_size: int = 2048
+    vocab_size: int = 4096
     hidden_size: int = 128
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
@@ -66,25 +66,31 @@ def special_tokens() -> list[str]:
     return ordered
 
 
-def default_tokenizer_corpus() -> list[str]:
-    """Text the BPE merges are learned from: the shipped task data plus tool schemas."""
-    corpus: list[str] = []
-    data_dir = Path(__file__).resolve().parent.parent / "tasks" / "data"
-    for path in sorted(data_dir.glob("*.jsonl")):
-        corpus.extend(path.read_text(encoding="utf-8").splitlines())
-    try:
-        from stateset_agents.tasks.registry import get_task, list_tasks
+def default_tokenizer_corpus(dialogues_per_task: int = 100) -> list[str]:
+    """Text the BPE merges are learned from: scripted task dialogues rendered in Kimi's format.
 
-        for name in list_tasks():
-            corpus.append(json.dumps(get_task(name).tools.schemas(), separators=(",", ":")))
-    except ImportError:  # tasks not installed: data files alone are enough
-        pass
-    corpus.append("You are Kimi, an AI assistant created by Moonshot AI. ## Return of functions.")
+    Rendering whole conversations (tool declarations, system prompts, user replies, tool results)
+    teaches the merges the strings the model actually reads, so prompts stay short.
+    """
+    from stateset_agents.core.chat_format import KimiChatFormat
+    from stateset_agents.tasks.episodes import generate_reference_dialogues
+    from stateset_agents.tasks.registry import list_tasks
+
+    chat_format = KimiChatFormat()
+    corpus = []
+    for offset, name in enumerate(list_tasks()):
+        for dialogue in generate_reference_dialogues(name, dialogues_per_task, seed=1000 + offset):
+            corpus.append(chat_format.render(dialogue["messages"], tools=dialogue["tools"], add_generation_prompt=False))
     return corpus
 
 
-def build_tokenizer(corpus: Iterable[str], vocab_size: int):
-    """Train a byte-level BPE on `corpus` and wrap it as a transformers tokenizer with Kimi's template."""
+def build_tokenizer(corpus: Iterable[str], vocab_size: int, max_token_length: int = 32):
+    """Train a byte-level BPE on `corpus` and wrap it as a transformers tokenizer with Kimi's template.
+
+    Unlike GPT-style BPE, merges may cross spaces and punctuation (so templated phrases and tool
+    schemas become few tokens), but digits are always single tokens, so order numbers and prices
+    are spelled digit by digit and can be copied from the conversation.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -92,12 +98,16 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int):
 
     specials = special_tokens()
     bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        max_token_length=max_token_length,
         show_progress=False,
     )
     bpe.train_from_iterator(list(corpus), trainer=trainer)

@@ -34,6 +34,15 @@ from stateset_agents.training.update import (
 )
 
 
+# loss statistics -> logged metric names (see training/metrics.py METRIC_DOCS)
+METRIC_NAMES = {
+    "ratio_mean": "ratio/mean", "ratio_min": "ratio/min", "ratio_max": "ratio/max",
+    "clip_frac_low": "clip/low_fraction", "clip_frac_high": "clip/high_fraction",
+    "kl": "kl/ref", "policy_objective": "loss/policy_objective",
+    "num_tokens": "tokens/trained", "num_sequences": "episodes/trained",
+}
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -137,7 +146,7 @@ class GSPOTrainer:
         return metrics
 
     def _score(self, task, trajectories):
-        from stateset_agents.rewards.multi_objective_reward import score_trajectories_sync
+        from stateset_agents.rewards.scoring import score_trajectories_sync
 
         results = score_trajectories_sync(self.reward_for(task), trajectories, error_policy=self.config.reward_error_policy)
         for trajectory, result in zip(trajectories, results):
@@ -146,12 +155,15 @@ class GSPOTrainer:
         return results
 
     def _advantages(self, kept) -> tuple[list[float], dict[str, float]]:
-        from stateset_agents.training.advantages import group_advantages
+        from stateset_agents.training.advantages import group_advantages_by_id
 
         rewards = torch.tensor([r.total for _, r in kept], dtype=torch.float32)
         groups = torch.tensor([t.group_id for t, _ in kept], dtype=torch.long)
-        advantages, stats = group_advantages(rewards, groups, scale=self.config.advantage_normalization)
-        return advantages.tolist(), stats
+        if not kept:
+            return [], {"groups": 0, "zero_variance_groups": 0}
+        result = group_advantages_by_id(rewards, groups, self.config.advantage_normalization)
+        stats = {"groups": len(set(groups.tolist())), "zero_variance_groups": result.num_zero_variance_groups}
+        return result.advantages.tolist(), stats
 
     def _update(self, trajectories, advantages: list[float]) -> list[dict[str, float]]:
         """Several optimizer steps over the rollout batch; returns each step's statistics."""
@@ -188,17 +200,18 @@ class GSPOTrainer:
         from stateset_agents.training.losses import policy_loss
 
         config = self.config
-        return policy_loss(
+        loss, stats = policy_loss(
             logprobs, mb.old_logprobs, mb.advantages, mask,
-            sequence_index=mb.sequence_index, loss_type=config.loss_type,
-            clip_epsilon_low=config.clip_epsilon_low, clip_epsilon_high=config.clip_epsilon_high,
-            ref_logprobs=mb.ref_logprobs, kl_beta=config.kl_beta,
+            loss_type=config.loss_type, clip_epsilon_low=config.clip_epsilon_low,
+            clip_epsilon_high=config.clip_epsilon_high, sequence_index_B=mb.sequence_index,
+            ref_logprobs_B_T=mb.ref_logprobs, kl_beta=config.kl_beta,
         )
+        return loss, {f"{METRIC_NAMES.get(k, k)}": v for k, v in stats.items()} | {"loss/total": loss.item()}
 
     def _iteration_metrics(self, iteration, task_name, trajectories, results, advantage_stats, steps) -> dict:
         summary = summarize(trajectories, results)
         metrics: dict[str, Any] = {
-            "iteration": iteration, "task": task_name,
+            "iteration": iteration + 1, "task": task_name,  # 1-based: iterations completed
             "reward/mean": summary["reward_mean"], "reward/std": summary["reward_std"],
             "success_rate": summary["success_rate"], "episode/turns_mean": summary["turns_mean"],
             "episode/completion_tokens_mean": float(np.mean([t.num_completion_tokens for t in trajectories])),

@@ -31,11 +31,11 @@ WARM_START_VERSION = 1
 
 @dataclass(frozen=True)
 class WarmStartSettings:
-    dialogues_per_task: int = 160
+    dialogues_per_task: int = 120
     oracle_fraction: float = 0.55
     mediocre_fraction: float = 0.3  # the rest are bad (unhelpful, rude, policy-breaking)
-    epochs: int = 3
-    learning_rate: float = 2e-3
+    epochs: int = 6
+    learning_rate: float = 3e-3
     batch_rows: int = 16
     seed: int = 0
 
@@ -76,26 +76,42 @@ def turn_examples(task, messages: list[dict], encoder: PromptEncoder) -> list[tu
     return examples
 
 
+def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random, window: int = 8) -> list[list[int]]:
+    """Shuffled batches of similar-length examples (less padding), in shuffled order.
+
+    Examples are shuffled, cut into windows of `window` batches, sorted by length inside each
+    window, then batched; the batch order is shuffled again.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        block = sorted(order[start:start + span], key=lengths.__getitem__)
+        batches.extend(block[i:i + batch_size] for i in range(0, len(block), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
 def supervised_epochs(model, examples, tokenizer, settings: WarmStartSettings,
                       log: Callable[[str], None] = print) -> list[float]:
     """Train on (prompt, completion) examples; returns the mean loss of each epoch."""
     from rich.progress import Progress
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
-    steps = settings.epochs * ((len(examples) + settings.batch_rows - 1) // settings.batch_rows)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=steps,
-                                                    pct_start=0.1)
-    order = list(range(len(examples)))
+    batches_per_epoch = (len(examples) + settings.batch_rows - 1) // settings.batch_rows
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate,
+                                                    total_steps=settings.epochs * batches_per_epoch, pct_start=0.1)
+    lengths = [len(prompt.input_ids) + len(completion) for prompt, completion in examples]
     shuffler = random.Random(settings.seed)
     epoch_losses = []
     model.train()
     with Progress(transient=True) as progress:
-        bar = progress.add_task("warm start", total=steps)
+        bar = progress.add_task("warm start", total=settings.epochs * batches_per_epoch)
         for epoch in range(settings.epochs):
-            shuffler.shuffle(order)
             losses = []
-            for start in range(0, len(order), settings.batch_rows):
-                chunk = [examples[i] for i in order[start:start + settings.batch_rows]]
+            for indices in length_bucketed_batches(lengths, settings.batch_rows, shuffler):
+                chunk = [examples[i] for i in indices]
                 batch = build_scoring_batch([p for p, _ in chunk], [c for _, c in chunk], tokenizer.pad_token_id,
                                             torch.device("cpu"), torch.float32)
                 logprobs = score_completions(model, batch).logprobs
@@ -105,7 +121,7 @@ def supervised_epochs(model, examples, tokenizer, settings: WarmStartSettings,
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 progress.advance(bar)
             epoch_losses.append(sum(losses) / len(losses))
             log(f"warm start epoch {epoch + 1}/{settings.epochs}: loss {epoch_losses[-1]:.3f}")

@@ -1,0 +1,109 @@
+"""The GSPO trainer end to end on the tiny Kimi-K2.5 (random init): ratio, resume, metrics, safety."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from stateset_agents.rewards.multi_objective_reward import MultiObjectiveReward
+from stateset_agents.training.config import TrainingConfig
+from stateset_agents.training.trainer import GSPOTrainer
+
+
+class LengthReward(MultiObjectiveReward):
+    """Rewards even token ids in the first turn: varies within groups, so advantages are not all zero."""
+
+    async def compute_reward(self, trajectory):
+        ids = trajectory.turns[0].completion_ids
+        return sum(token % 2 == 0 for token in ids) / max(len(ids), 1)
+
+
+def tiny_config(tmp_path, **overrides) -> TrainingConfig:
+    values = dict(
+        model_name="tiny-kimi-k2.5-base", task="customer_service", output_dir=str(tmp_path / "run"),
+        use_lora=True, lora_r=4, lora_alpha=8, num_generations=2, scenarios_per_iteration=2,
+        per_device_train_batch_size=1, gradient_accumulation_steps=1, num_outer_iterations=2,
+        learning_rate=1e-2, max_new_tokens=8, max_turns=2, rollout_concurrency=4, eval_every=0,
+        save_every=1, report_to=["jsonl"], device="cpu", seed=3,
+    )
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+def adapter_state(trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.policy.named_parameters() if v.requires_grad}
+
+
+def test_ratio_is_one_on_the_first_minibatch_and_moves_after(tmp_path):
+    trainer = GSPOTrainer(tiny_config(tmp_path, num_outer_iterations=1), reward_fn=LengthReward())
+    assert trainer.steps_per_iteration == 4
+    metrics = trainer.iteration(0)
+    assert metrics["optimizer_steps"] == 4
+    assert metrics["ratio/first_step_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert metrics["ratio/max"] - 1.0 > 1e-4 or 1.0 - metrics["ratio/min"] > 1e-4
+
+
+def test_training_writes_metrics_config_checkpoint_and_report(tmp_path):
+    config = tiny_config(tmp_path)
+    result = GSPOTrainer(config, reward_fn=LengthReward()).train()
+    lines = [json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [line for line in lines if "event" not in line]
+    assert [r["iteration"] for r in records] == [1, 2]
+    for key in ("reward/mean", "clip/low_fraction", "clip/high_fraction", "ratio/mean", "grad_norm", "lr",
+                "time/rollout", "time/reward", "time/update", "entropy", "tokens/completion"):
+        assert key in records[-1] and math.isfinite(records[-1][key]), key
+    assert TrainingConfig.from_file(result.output_dir / "config.yaml") == config
+    assert (result.output_dir / "report.md").exists() and list((result.output_dir / "plots").glob("*.png"))
+    assert (result.output_dir / "lora_targets.json").exists()
+    assert (result.output_dir / "checkpoints" / "iter_000002" / "adapter").is_dir()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_killed_and_resumed_run_ends_with_the_same_adapter(tmp_path):
+    uninterrupted = GSPOTrainer(tiny_config(tmp_path / "a", num_outer_iterations=3), reward_fn=LengthReward())
+    uninterrupted.train()
+
+    class KilledAfterTwo(GSPOTrainer):
+        def iteration(self, iteration):
+            if iteration == 2:
+                raise Interrupted
+            return super().iteration(iteration)
+
+    with pytest.raises(Interrupted):
+        KilledAfterTwo(tiny_config(tmp_path / "b", num_outer_iterations=3), reward_fn=LengthReward()).train()
+    resumed = GSPOTrainer(tiny_config(tmp_path / "b", num_outer_iterations=3, resume=True), reward_fn=LengthReward())
+    resumed.train()
+    expected, actual = adapter_state(uninterrupted), adapter_state(resumed)
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert resumed.history[-1]["iteration"] == 3
+
+
+def test_non_finite_loss_skips_the_step_and_keeps_the_weights(tmp_path, monkeypatch):
+    trainer = GSPOTrainer(tiny_config(tmp_path, num_outer_iterations=1), reward_fn=LengthReward())
+    before = adapter_state(trainer)
+    original = trainer._loss
+
+    def nan_loss(*args):
+        loss, stats = original(*args)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(trainer, "_loss", nan_loss)
+    metrics = trainer.iteration(0)
+    assert metrics["skipped_steps/nonfinite"] == 4 and metrics["optimizer_steps"] == 0
+    after = adapter_state(trainer)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_reference_kl_uses_the_adapter_disabled_model(tmp_path):
+    trainer = GSPOTrainer(tiny_config(tmp_path, num_outer_iterations=1, kl_beta=0.1), reward_fn=LengthReward())
+    metrics = trainer.iteration(0)
+    assert metrics["kl/ref"] >= 0.0 and math.isfinite(metrics["kl/ref"])
+    # one model object: the reference is the same weights with the adapter switched off
+    assert sum(1 for m in trainer.policy.modules() if type(m).__name__.startswith("Kimi_K25ForConditional")) == 1
