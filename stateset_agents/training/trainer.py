@@ -8,6 +8,10 @@ One outer iteration, top to bottom (`GSPOTrainer.iteration`):
      whose rewards are all equal carry no signal and are counted);
   4. split the batch into minibatches and take one optimizer step each, scoring the exact rollout
      tokens under the current policy; π_old is the sampler's logprob (exact).
+Continual learning (`continual_strategy`, training/continual.py) hooks in at three points: a task
+boundary freezes the policy as the LwF teacher adapter; the update batch mixes in replayed
+episodes of earlier tasks (scored off-policy through the GSPO ratio); the loss adds the
+teacher KL. The replay buffer and the teacher adapter are part of every checkpoint.
 Metrics go to the console, metrics.jsonl and W&B; checkpoints are atomic; `resume=True` picks up
 from the latest one and ends with the same weights as an uninterrupted run (on CPU).
 """
@@ -25,6 +29,7 @@ import numpy as np
 import torch
 
 from stateset_agents.core.agent import Agent, AgentConfig
+from stateset_agents.training.continual import ContinualLearner, lwf_kl, rows_from_replay
 from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
 from stateset_agents.training.evaluation import evaluate, is_success, summarize
 from stateset_agents.training.policy import build_optimizer, prepare_policy, reference_context
@@ -92,6 +97,7 @@ class GSPOTrainer:
         self.reference = reference_context(self.policy, config, log) if config.kl_beta > 0 else None
         self.optimizer, make_scheduler = build_optimizer(self.policy, config)
         self.scheduler = make_scheduler(config.num_outer_iterations * self.steps_per_iteration)
+        self.continual = ContinualLearner(config, self.policy, log)  # replay buffer / LwF teacher (or nothing)
         self.samplers = [ScenarioSampler(t.train_scenarios(), config.seed + i) for i, t in enumerate(self.tasks)]
         self.iteration_index = 0
         self.history: list[dict[str, Any]] = []
@@ -119,6 +125,7 @@ class GSPOTrainer:
         config = self.config
         task_id = self.task_index(iteration)
         task = self.tasks[task_id]
+        self.continual.start_task(task_id, task.name)  # LwF: freeze the teacher at a task boundary
         started = time.perf_counter()
         scenarios = self.samplers[task_id].sample(config.scenarios_per_iteration)
         specs = [EpisodeSpec(task, s, group_id=g) for g, s in enumerate(scenarios) for _ in range(config.num_generations)]
@@ -133,9 +140,12 @@ class GSPOTrainer:
         update_started = time.perf_counter()
         kept = [(t, r) for t, r in zip(trajectories, results) if r is not None]
         advantages, advantage_stats = self._advantages(kept)
-        update_stats = self._update([t for t, _ in kept], advantages)
+        replayed = self.continual.replay(len(kept), task.name)  # earlier tasks' episodes, off-policy
+        update_stats = self._update([t for t, _ in kept], advantages, replayed)
+        self.continual.record([t for t, _ in kept], advantages, task.name)
         update_seconds = time.perf_counter() - update_started
         metrics = self._iteration_metrics(iteration, task.name, trajectories, results, advantage_stats, update_stats)
+        metrics.update(self.continual.metrics(len(kept), len(replayed)))
         metrics.update({
             "tokens/completion": rollout_stats.completion_tokens,
             "tokens/per_second": rollout_stats.completion_tokens / max(rollout_seconds, 1e-9),
@@ -165,14 +175,18 @@ class GSPOTrainer:
         stats = {"groups": len(set(groups.tolist())), "zero_variance_groups": result.num_zero_variance_groups}
         return result.advantages.tolist(), stats
 
-    def _update(self, trajectories, advantages: list[float]) -> list[dict[str, float]]:
-        """Several optimizer steps over the rollout batch; returns each step's statistics."""
+    def _update(self, trajectories, advantages: list[float], replayed=()) -> list[dict[str, float]]:
+        """Several optimizer steps over the rollout batch (+ replayed episodes); returns each step's statistics."""
         config = self.config
-        rows = rows_from_trajectories(trajectories, advantages)
+        rows = rows_from_trajectories(trajectories, advantages) + rows_from_replay(replayed, len(trajectories))
         if not rows:
             return []
         if self.reference is not None:
             fill_reference_logprobs(self.policy, rows, attribute="ref_logprobs", context=self.reference,
+                                    pad_token_id=self.agent.tokenizer.pad_token_id, temperature=self.temperature)
+        if self.continual.lwf_active:
+            fill_reference_logprobs(self.policy, rows, attribute="teacher_logprobs",
+                                    context=self.continual.teacher.active,
                                     pad_token_id=self.agent.tokenizer.pad_token_id, temperature=self.temperature)
         by_episode: dict[int, list] = {}
         for row in rows:
@@ -206,7 +220,12 @@ class GSPOTrainer:
             clip_epsilon_high=config.clip_epsilon_high, sequence_index_B=mb.sequence_index,
             ref_logprobs_B_T=mb.ref_logprobs, kl_beta=config.kl_beta,
         )
-        return loss, {f"{METRIC_NAMES.get(k, k)}": v for k, v in stats.items()} | {"loss/total": loss.item()}
+        stats = {f"{METRIC_NAMES.get(k, k)}": v for k, v in stats.items()}
+        if mb.teacher_logprobs is not None:  # LwF: k3 KL(pi_theta || previous-task teacher) on sampled tokens
+            kl_teacher = lwf_kl(logprobs, mb.teacher_logprobs, mask, mb.sequence_index)
+            loss = loss + config.kl_penalty_beta * kl_teacher
+            stats["continual/kl_teacher"] = kl_teacher.item()
+        return loss, stats | {"loss/total": loss.item()}
 
     def _iteration_metrics(self, iteration, task_name, trajectories, results, advantage_stats, steps) -> dict:
         summary = summarize(trajectories, results)
@@ -278,13 +297,14 @@ class GSPOTrainer:
             "samplers": [s.state_dict() for s in self.samplers],
             "update_generator": self.update_generator.get_state().tolist(),
             "history": self.history,
+            "continual": self.continual.state(),
         }
 
     def save_checkpoint(self) -> Path:
         from stateset_agents.training.checkpoint import save_checkpoint
 
         path = save_checkpoint(self.output_dir, self.iteration_index, self.policy, self.optimizer, self.scheduler,
-                               self.trainer_state())
+                               self.trainer_state(), extra_files=self.continual.extra_files())
         self.log(f"checkpoint: {path}")
         return path
 
@@ -295,7 +315,10 @@ class GSPOTrainer:
         if path is None:
             self.log(f"resume: no checkpoint in {self.output_dir}; starting from scratch")
             return
+        self.continual.before_load(path)  # the teacher adapter must exist before its weights load
         state = load_checkpoint(path, self.policy, self.optimizer, self.scheduler)
+        self.continual.load_state(state.get("continual"))
+        self.continual.after_load(path)
         self.iteration_index = int(state["iteration"])
         for sampler, sampler_state in zip(self.samplers, state["samplers"]):
             sampler.load_state_dict(sampler_state)
