@@ -14,6 +14,7 @@ Simplification: special tokens take the lowest ids (0..N-1) instead of Kimi's 16
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -50,6 +51,7 @@ class TinyKimiSpec:
     vision_intermediate_size: int = 64
     max_image_patches_per_side: int = 8  # images up to 112x112 px -> at most 16 image tokens
     seed: int = 0
+    tokenizer_version: int = 2  # bump when the tokenizer recipe changes: cached models rebuild
 
     def fingerprint(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -110,7 +112,10 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int, max_token_length: in
         max_token_length=max_token_length,
         show_progress=False,
     )
-    bpe.train_from_iterator(list(corpus), trainer=trainer)
+    # special tokens are matched whole at encode time; keep their text out of the merges, or the
+    # model could spell "<|im_end|>" from ordinary tokens without ever sampling the real one
+    pattern = re.compile("|".join(re.escape(token) for token in specials))
+    bpe.train_from_iterator([pattern.sub("\n", text) for text in corpus], trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="[BOS]",
