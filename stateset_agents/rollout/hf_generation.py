@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from stateset_agents.rollout.encoding import EncodedPrompt, image_inputs, left_padded_batch
+from stateset_agents.rollout.lora_cache import sampling_weights
 
 
 @dataclass
@@ -66,16 +67,17 @@ class HFGenerator:
         batch.update(image_inputs(prompts, self.device, self.dtype))
         do_sample = sampling.temperature > 0
         sampling_kwargs = dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k) if do_sample else {}
-        output = self.model.generate(
-            **batch,
-            do_sample=do_sample,
-            max_new_tokens=sampling.max_new_tokens,
-            eos_token_id=self.stop_token_ids,
-            pad_token_id=self.pad_token_id,
-            output_logits=True,
-            return_dict_in_generate=True,
-            **sampling_kwargs,
-        )
+        with sampling_weights(self.model):  # LoRA folded into the weights once per call, not per decode step
+            output = self.model.generate(
+                **batch,
+                do_sample=do_sample,
+                max_new_tokens=sampling.max_new_tokens,
+                eos_token_id=self.stop_token_ids,
+                pad_token_id=self.pad_token_id,
+                output_logits=True,
+                return_dict_in_generate=True,
+                **sampling_kwargs,
+            )
         prompt_width = batch["input_ids"].shape[1]
         completions = output.sequences[:, prompt_width:]  # [B, C]
         logits = torch.stack(output.logits, dim=1).float()  # [B, C, V] raw logits
