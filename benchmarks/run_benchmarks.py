@@ -103,15 +103,15 @@ def markdown(results: dict) -> str:
               f"{any_setting['warmup_iterations']} warm-up + {any_setting['timed_iterations']} timed iterations, "
               f"{results['repeats']} repeats (median, min–max).", ""]
     lines += ["## Per framework", "",
-              "| model | setting | framework | iteration s | generation s | scoring s | update s | gen tokens/s "
-              "| peak RSS MB | reward first → last | clip frac |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| model | setting | framework | iteration s | generation s | scoring s | update s | tokens / iter "
+              "| gen tokens/s | peak RSS MB | reward first → last | clip frac |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["table"]:
         a = row["aggregate"]
         lines.append(
             f"| {row['model']} | {row['setting']} | {row['framework']} | {fmt(a['iteration'])} | "
             f"{fmt(a['generation'])} | {fmt(a['scoring'], 4)} | {fmt(a['update'])} | "
-            f"{fmt(a['tokens_per_second'], 0)} | {fmt(a['peak_rss_mb'], 0)} | "
+            f"{a['completion_tokens']['median']:.0f} | {fmt(a['tokens_per_second'], 0)} | {fmt(a['peak_rss_mb'], 0)} | "
             f"{a['reward_first']['median']:.3f} → {a['reward_last']['median']:.3f} | "
             f"{a['clip_fraction']['median']:.2f} |")
     if results["ratios"]:
@@ -165,10 +165,16 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--skip-rollout", action="store_true")
     parser.add_argument("--out-dir", default=str(HERE / "results"))
+    parser.add_argument("--render", metavar="RESULTS_JSON", help="only re-render results.md from a results.json")
     parser.add_argument("--threads", type=int, default=1, help=(
         "torch threads in every run (OMP_NUM_THREADS). 1 by default: on a shared 2-core machine two OpenMP "
         "threads spin-wait on each other and small matmuls get up to 40x slower"))
     args = parser.parse_args(argv)
+    if args.render:
+        text = markdown(json.loads(Path(args.render).read_text()))
+        Path(args.render).with_suffix(".md").write_text(text)
+        print(text)
+        return 0
     if args.quick:
         args.repeats = 1
     log = lambda message: print(message, flush=True)  # noqa: E731
