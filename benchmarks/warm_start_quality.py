@@ -1,10 +1,11 @@
 """How good is the warm-started tiny model? Parse rate and held-out reward next to scripted agents.
 
-    python benchmarks/warm_start_quality.py [--model tiny-kimi-k2.5] [--samples 2]
+    python benchmarks/warm_start_quality.py [--model tiny-kimi-k2.5] [--samples 2] [--top-p 0.95]
 
 For every task: the scripted oracle and unhelpful agents' mean reward on the held-out split,
 and the model's mean reward and fraction of well-formed turns (think block closed, turn ended
-with <|im_end|>, no parse errors). Writes benchmarks/results/warm_start_quality.{json,md}.
+with <|im_end|>, no parse errors), sampled the way the trainer samples (the Kimi preset:
+temperature 1.0 with thinking, top_p 0.95). Writes benchmarks/results/warm_start_quality.{json,md}.
 """
 
 from __future__ import annotations
@@ -52,9 +53,13 @@ def main() -> None:
     parser.add_argument("--model", default="tiny-kimi-k2.5")
     parser.add_argument("--samples", type=int, default=2, help="episodes per held-out scenario")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (the Kimi preset's 0.95)")
     args = parser.parse_args()
     started = time.perf_counter()
-    agent = Agent(AgentConfig(model_name=args.model, max_new_tokens=64, model_kwargs={"device": "cpu"}))
+    agent = Agent(AgentConfig(model_name=args.model, max_new_tokens=64, top_p=args.top_p,
+                              model_kwargs={"device": "cpu"}))
+    build_info = Path(agent.load()._loaded.path) / "build_info.json"
+    build_seconds = json.loads(build_info.read_text()).get("build_seconds") if build_info.exists() else None
     rows = {}
     for name in list_tasks():
         task = get_task(name)
@@ -62,7 +67,8 @@ def main() -> None:
         rows[name] = {"oracle": scripted_mean(task, "oracle"), "unhelpful": scripted_mean(task, "unhelpful"),
                       "model": quality}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "warm_start_quality.json").write_text(json.dumps(rows, indent=2))
+    (RESULTS / "warm_start_quality.json").write_text(json.dumps({"top_p": args.top_p, "build_seconds": build_seconds,
+                                                                 "tasks": rows}, indent=2))
     lines = ["| task | unhelpful | warm-started model | oracle | model success | well-formed turns |",
              "|---|---|---|---|---|---|"]
     for name, row in rows.items():
@@ -71,8 +77,9 @@ def main() -> None:
                      f"{model['success_rate']:.2f} | {model['well_formed_turns']:.1%} ({model['turns']} turns) |")
     table = "\n".join(lines)
     (RESULTS / "warm_start_quality.md").write_text(
-        f"Command: `python benchmarks/warm_start_quality.py --model {args.model} --samples {args.samples}`\n\n"
-        f"{table}\n\n({time.perf_counter() - started:.0f} s)\n")
+        f"Command: `python benchmarks/warm_start_quality.py --model {args.model} --samples {args.samples} "
+        f"--top-p {args.top_p}`\n\n{table}\n\nMeasured in {time.perf_counter() - started:.0f} s"
+        + (f"; building the model took {build_seconds:.0f} s (build_info.json)" if build_seconds else "") + ".\n")
     print(table)
 
 

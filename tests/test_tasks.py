@@ -9,7 +9,7 @@ import pytest
 from stateset_agents.envs.tools import ToolSet
 from stateset_agents.rewards import MultiObjectiveReward
 from stateset_agents.tasks import ScenarioError, get_task, list_tasks, load_scenarios
-from stateset_agents.tasks.generate_data import generate_all
+from stateset_agents.tasks.generate_data import fresh_scenarios, generate_all
 from stateset_agents.tasks.images import render_photo, scenario_image_url
 
 TASKS = ["customer_service", "sales", "technical_support"]
@@ -43,6 +43,19 @@ def test_splits_are_big_enough_disjoint_and_cover_every_family(name):
     assert not {signature(s) for s in train} & {signature(s) for s in held_out}
     for split in (train, held_out):
         assert {s["family"] for s in split} == set(task.families)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_fresh_warm_up_scenarios_are_valid_reproducible_and_share_no_id_with_the_shipped_splits(name):
+    task = get_task(name)
+    fresh = fresh_scenarios(task, 60, seed=3)
+    assert fresh == fresh_scenarios(task, 60, seed=3)
+    assert fresh != fresh_scenarios(task, 60, seed=4)
+    for scenario in fresh:
+        task.validate_scenario(scenario)
+    ids = lambda split: {v for s in split for k, v in s["facts"].items() if k.endswith("_id") or k == "sku"}  # noqa: E731
+    assert ids(fresh) and not ids(fresh) & (ids(task.train_scenarios()) | ids(task.eval_scenarios()))
+    assert {s["family"] for s in fresh} == set(task.families)
 
 
 def test_scenario_lists_are_fresh_copies():

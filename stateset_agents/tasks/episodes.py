@@ -59,8 +59,9 @@ def _label_counts(n: int, mix: Mapping[str, float]) -> dict[str, int]:
 
 
 def generate_reference_dialogues(task: Task | str, n: int, seed: int = 0, mix: Mapping[str, float] | None = None, *,
-                                 split: str = "train", max_turns: int = 6) -> list[dict[str, Any]]:
-    """`n` labelled conversations on `split` scenarios.
+                                 split: str = "train", scenarios: list[dict[str, Any]] | None = None,
+                                 max_turns: int = 6) -> list[dict[str, Any]]:
+    """`n` labelled conversations on `split` scenarios (or on `scenarios`, when given).
 
     Each item: ``{"task", "scenario_id", "quality" ("oracle" | "mediocre" | "bad"), "agent",
     "reward", "reward_components", "end_reason", "messages", "tools"}``; assistant messages carry
@@ -71,7 +72,7 @@ def generate_reference_dialogues(task: Task | str, n: int, seed: int = 0, mix: M
     rng = random.Random(f"dialogues:{task.name}:{seed}")
     labels = [label for label, count in _label_counts(n, mix or DEFAULT_MIX).items() for _ in range(count)]
     rng.shuffle(labels)
-    scenarios = task.scenarios(split)
+    scenarios = task.scenarios(split) if scenarios is None else scenarios
     order = list(range(len(scenarios)))
     rng.shuffle(order)
     reward = task.default_reward()

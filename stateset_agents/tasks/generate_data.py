@@ -16,7 +16,7 @@ from stateset_agents.tasks.base import DATA_DIR, Task, UniqueIds
 from stateset_agents.tasks.registry import get_task
 from stateset_agents.tasks.scenarios import dump_jsonl
 
-__all__ = ["SEED", "SPLIT_SIZES", "BUILTIN_TASKS", "generate_task", "generate_all"]
+__all__ = ["SEED", "SPLIT_SIZES", "BUILTIN_TASKS", "generate_task", "generate_all", "fresh_scenarios"]
 
 SEED = 20250601
 SPLIT_SIZES = {"train": 60, "eval": 30}
@@ -32,6 +32,33 @@ def generate_task(task: Task, seed: int = SEED, sizes: dict[str, int] | None = N
         splits[split] = [task.build_scenario(rng, ids, task.families[i % len(task.families)],
                                              f"{task.id_prefix}-{split}-{i:03d}") for i in range(size)]
     return splits
+
+
+def _strings(value) -> set[str]:
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(*map(_strings, value.values()), *map(_strings, value.keys()))
+    if isinstance(value, (list, tuple)):
+        return set().union(*map(_strings, value))
+    return set()
+
+
+def fresh_scenarios(task: Task, n: int, seed: int) -> list[dict]:
+    """`n` new scenarios of `task` (families rotating) that share no id with the shipped splits.
+
+    For the warm start: dialogues on ever-new order numbers, devices and SKUs teach the model to
+    copy ids from the conversation; a few fixed scenarios would let it memorise them instead.
+    """
+    rng = random.Random(f"{task.name}:fresh:{seed}")
+    shipped = set().union(*(_strings(task.scenarios(split)) for split in SPLIT_SIZES))
+    scenarios = []
+    for i in range(n):  # ids are unique within a scenario and never one of the shipped splits'
+        ids = UniqueIds(rng)
+        ids.used |= shipped
+        scenarios.append(task.build_scenario(rng, ids, task.families[i % len(task.families)],
+                                             f"{task.id_prefix}-fresh-{i:05d}"))
+    return scenarios
 
 
 def generate_all(out_dir: str | Path = DATA_DIR, seed: int = SEED) -> list[Path]:
