@@ -1,0 +1,238 @@
+"""Forgetting: train task A, then task B, with continual_strategy "none" and "replay_lwf".
+
+    flock /tmp/stateset-cpu.lock .venv/bin/python benchmarks/forgetting.py --seeds 0 1 2 --threads 2
+
+Model: the warm-started tiny Kimi-K2.5 (`tiny-kimi-k2.5`), LoRA, the demo's CPU settings
+(`stateset_agents.demo.DEMO_OVERRIDES`: 4 scenarios x 8 generations per iteration, 4 optimizer
+steps per rollout, lr 2e-3), `--iterations-per-task` outer iterations on A, then as many on B.
+The guide's continual settings: replay_buffer_size=2000, replay_ratio=0.5, kl_penalty_beta=0.1.
+
+Held-out reward is the mean reward of each task's own reward function on its eval scenarios
+(never trained on), `--eval-samples` episodes each, sampled with a fixed evaluation seed, so every
+model is scored on the same scenarios with the same sampler seed. Three numbers per run:
+A after A (at the task boundary), A after B and B after B (at the end); forgetting = A after A -
+A after B. B after A (the boundary model on B) is reported too, as B's starting point.
+
+Same seeds, same budget: for one seed both strategies share the task-A phase. Until the first
+task boundary replay_lwf only *stores* episodes (its buffer has its own RNG; there is no earlier
+task to replay and no teacher), so its A phase is bit-identical to none's. The script trains A
+once with replay_lwf, checkpoints at the boundary, and continues B twice from that checkpoint:
+in process with replay_lwf, and in a fresh trainer (continual_strategy="none", resumed from a copy
+of the checkpoint, which restores weights, optimizer, schedule, RNG and scenario samplers).
+Both B phases use the same number of iterations and fresh episodes; replay_lwf additionally
+trains on the replayed episodes (its update batch is twice as large at replay_ratio=0.5).
+
+Outputs: results JSON, a PNG (bars = mean over seeds, error bars = sample std, dots = seeds), and
+a markdown table, under `--output` (default benchmarks/results/forgetting*); each run's metrics.jsonl,
+learning curves (task boundary marked) and report.md under `--runs-dir` (default outputs/forgetting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STRATEGIES = ("none", "replay_lwf")
+CONTINUAL = dict(replay_buffer_size=2000, replay_ratio=0.5, kl_penalty_beta=0.1)
+MEASURES = ("A after A", "A after B", "B after B")
+
+
+def make_config(strategy: str, seed: int, output_dir: Path, tasks: list[str], iterations_per_task: int):
+    from stateset_agents.demo import DEMO_OVERRIDES
+    from stateset_agents.training.kimi25_config import get_kimi25_config
+
+    settings = {**DEMO_OVERRIDES, "save_every": 0, "eval_every": 0, "report_to": ["jsonl"]}
+    return get_kimi25_config(model_name="tiny-kimi-k2.5", task=",".join(tasks), use_lora=True,
+                             output_dir=str(output_dir), num_outer_iterations=len(tasks) * iterations_per_task,
+                             seed=seed, continual_strategy=strategy, **CONTINUAL, **settings)
+
+
+EVAL_SCENARIOS: int | None = None  # None = all of a task's eval scenarios (--eval-scenarios)
+
+
+def held_out(trainer, task_index: int, samples: int, seed: int) -> dict:
+    from stateset_agents.training.evaluation import evaluate
+
+    task = trainer.tasks[task_index]
+    summary = evaluate(trainer.agent, task, task.eval_scenarios()[:EVAL_SCENARIOS], task.default_reward(),
+                       samples_per_scenario=samples, max_turns=trainer.config.max_turns,
+                       concurrency=trainer.config.rollout_concurrency, seed=seed)
+    return {"reward_mean": summary["reward_mean"], "success_rate": summary["success_rate"],
+            "episodes": summary["episodes"]}
+
+
+def train_iterations(trainer, start: int, stop: int) -> None:
+    """train() without the end-of-run report: metrics.jsonl, the boundary event and the task field."""
+    from stateset_agents.training.metrics import MetricsLogger
+
+    config = trainer.config
+    with MetricsLogger(trainer.output_dir, report_to=config.report_to, total_iterations=config.num_outer_iterations) \
+            as logger:
+        for iteration in range(start, stop):
+            if iteration > 0 and trainer.task_index(iteration) != trainer.task_index(iteration - 1):
+                logger.log_event(f"task boundary: {trainer.tasks[trainer.task_index(iteration - 1)].name} -> "
+                                 f"{trainer.tasks[trainer.task_index(iteration)].name}")
+            metrics = trainer.iteration(iteration)
+            trainer.history.append(metrics)
+            logger.log(metrics)
+            trainer.iteration_index = iteration + 1
+            print(f"  [{config.continual_strategy} seed {config.seed}] iteration {iteration + 1}/{stop} "
+                  f"{metrics['task']}: reward {metrics['reward/mean']:.3f}  "
+                  f"kl_teacher {metrics.get('continual/kl_teacher', float('nan')):.4f}  "
+                  f"replay {metrics.get('continual/replay_fraction', 0.0):.2f}  ({metrics['time/iteration']:.0f}s)",
+                  flush=True)
+
+
+def run_seed(seed: int, tasks: list[str], iterations_per_task: int, samples: int, root: Path) -> dict:
+    from stateset_agents.training.report import write_report
+    from stateset_agents.training.trainer import GSPOTrainer
+
+    eval_seed = 20_000 + seed
+    shared = root / f"seed{seed}" / "replay_lwf"
+    shutil.rmtree(root / f"seed{seed}", ignore_errors=True)
+    shared_trainer = GSPOTrainer(make_config("replay_lwf", seed, shared, tasks, iterations_per_task),
+                                 log=lambda _: None)
+    shared_trainer.config.save(shared)
+    train_iterations(shared_trainer, 0, iterations_per_task)
+    boundary = {"A after A": held_out(shared_trainer, 0, samples, eval_seed),
+                "B after A": held_out(shared_trainer, 1, samples, eval_seed)}
+    checkpoint = shared_trainer.save_checkpoint()
+    baseline_dir = root / f"seed{seed}" / "none"
+    (baseline_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(checkpoint, baseline_dir / "checkpoints" / checkpoint.name)
+    shutil.copy(shared / "metrics.jsonl", baseline_dir / "metrics.jsonl")  # the shared task-A phase
+
+    results = {}
+    for strategy in ("replay_lwf", "none"):  # replay_lwf first: it continues with the RNG state it has
+        if strategy == "none":
+            config = make_config("none", seed, baseline_dir, tasks, iterations_per_task).replace(resume=True)
+            trainer = GSPOTrainer(config, log=lambda _: None)
+            config.save(baseline_dir)
+            trainer._resume()
+        else:
+            trainer = shared_trainer
+        train_iterations(trainer, iterations_per_task, 2 * iterations_per_task)
+        results[strategy] = {**boundary, "A after B": held_out(trainer, 0, samples, eval_seed),
+                             "B after B": held_out(trainer, 1, samples, eval_seed)}
+        write_report(trainer.output_dir, title=f"{tasks[0]} -> {tasks[1]}, continual_strategy={strategy}, "
+                                               f"seed {seed}")
+        print(f"seed {seed} {strategy}: " + ", ".join(f"{k} {v['reward_mean']:.3f}"
+                                                      for k, v in results[strategy].items()), flush=True)
+    return results
+
+
+def summarize(runs: dict[int, dict]) -> dict:
+    """Per strategy and measure: mean, sample std and the per-seed values (reward_mean); forgetting."""
+    summary = {}
+    for strategy in STRATEGIES:
+        rows = {}
+        for measure in (*MEASURES, "B after A", "forgetting (A after A - A after B)"):
+            if measure.startswith("forgetting"):
+                values = [r[strategy]["A after A"]["reward_mean"] - r[strategy]["A after B"]["reward_mean"]
+                          for r in runs.values()]
+            else:
+                values = [r[strategy][measure]["reward_mean"] for r in runs.values()]
+            rows[measure] = {"mean": statistics.fmean(values),
+                             "std": statistics.stdev(values) if len(values) > 1 else 0.0, "per_seed": values}
+        summary[strategy] = rows
+    return summary
+
+
+def markdown(summary: dict, seeds: list[int], command: str, meta: dict) -> str:
+    measures = (*MEASURES, "forgetting (A after A - A after B)", "B after A")
+    lines = [f"Tasks: A = {meta['tasks'][0]}, B = {meta['tasks'][1]}; {meta['iterations_per_task']} iterations "
+             f"each; seeds {seeds}; held-out: {meta['eval_episodes']} episodes per task and model "
+             f"({meta['eval_samples']} per eval scenario). Mean ± sample std over seeds, then each seed.", "",
+             "| strategy | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
+    for strategy, rows in summary.items():
+        cells = [f"{rows[m]['mean']:.3f} ± {rows[m]['std']:.3f} ({', '.join(f'{v:.3f}' for v in rows[m]['per_seed'])})"
+                 for m in measures]
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    lines += ["", f"Command: `{command}`", f"Wall time: {meta['wall_minutes']:.1f} min on {meta['machine']}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path, title: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.5, 4.2))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot(1, 1, 1)
+    width = 0.38
+    for offset, (strategy, color) in enumerate(zip(STRATEGIES, ("#9e9e9e", "#1f77b4"))):
+        rows = summary[strategy]
+        xs = [i + (offset - 0.5) * width for i in range(len(MEASURES))]
+        ax.bar(xs, [rows[m]["mean"] for m in MEASURES], width, yerr=[rows[m]["std"] for m in MEASURES],
+               color=color, alpha=0.8, capsize=4, label=strategy)
+        for x, measure in zip(xs, MEASURES):
+            values = rows[measure]["per_seed"]
+            ax.scatter([x] * len(values), values, color="black", s=12, zorder=3)
+    ax.set_xticks(range(len(MEASURES)), MEASURES)
+    ax.set_ylabel("held-out reward (mean)")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--tasks", default="customer_service,technical_support", help="A,B")
+    parser.add_argument("--iterations-per-task", type=int, default=6)
+    parser.add_argument("--eval-samples", type=int, default=1, help="episodes per held-out scenario")
+    parser.add_argument("--eval-scenarios", type=int, default=None, help="first N eval scenarios (default: all)")
+    parser.add_argument("--threads", type=int, default=1, help=(
+        "torch threads. 1 by default, safe when other jobs share a 2-core machine (two OpenMP threads then "
+        "spin-wait on each other); on an otherwise idle 2-core machine 2 threads ran ~2x faster (25 s vs 50 s "
+        "per iteration), which the committed results used"))
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "forgetting"),
+                        help="prefix of the committed results: PREFIX.json, PREFIX.png, PREFIX.md")
+    parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "forgetting"),
+                        help="training runs (metrics.jsonl, plots, checkpoints); not committed")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    global EVAL_SCENARIOS
+    EVAL_SCENARIOS = args.eval_scenarios
+    from stateset_agents.models.registry import ensure_embedded_model
+
+    tasks = args.tasks.split(",")
+    if len(tasks) != 2:
+        parser.error("--tasks takes exactly two tasks: A,B")
+    ensure_embedded_model("tiny-kimi-k2.5")
+    prefix = Path(args.output)
+    root = Path(args.runs_dir)
+    started = time.perf_counter()
+    runs = {seed: run_seed(seed, tasks, args.iterations_per_task, args.eval_samples, root) for seed in args.seeds}
+    summary = summarize(runs)
+    from stateset_agents.tasks.registry import get_task
+
+    meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "eval_samples": args.eval_samples,
+            "eval_episodes": len(get_task(tasks[0]).eval_scenarios()[:args.eval_scenarios]) * args.eval_samples,
+            "continual": CONTINUAL, "wall_minutes": (time.perf_counter() - started) / 60,
+            "machine": f"2 shared CPU cores, {args.threads} torch thread(s)"}
+    command = "flock /tmp/stateset-cpu.lock .venv/bin/python benchmarks/forgetting.py " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_suffix(".json").write_text(json.dumps({"command": command, **meta, "summary": summary,
+                                                       "runs": {str(k): v for k, v in runs.items()}}, indent=2))
+    plot(summary, prefix.with_suffix(".png"),
+         f"Forgetting: {tasks[0]} (A) then {tasks[1]} (B), tiny-kimi-k2.5, seeds {args.seeds}")
+    table = markdown(summary, args.seeds, command.strip(), meta)
+    prefix.with_suffix(".md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
