@@ -4,7 +4,9 @@
 
 Runs `stateset_agents.demo` once per seed (sequentially) and writes
 benchmarks/results/demo_seeds.{json,md}: held-out customer_service reward and success rate
-before and after training, per seed, with the mean and spread, and each run's wall time.
+before and after training, per seed, with the mean and spread, each run's wall time, and where an
+iteration's time goes (rollout / reward / update, from each run's metrics.jsonl).
+`--summarize-only` rebuilds the tables from finished runs under `--output-root`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TIME_PARTS = ("time/rollout", "time/reward", "time/update", "time/iteration")
+
+
+def time_split(run_dir: Path) -> dict[str, float]:
+    """Median seconds per training iteration of each part, from the run's metrics.jsonl."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = [r for r in records if "time/iteration" in r]
+    return {key: statistics.median(r[key] for r in records) for key in TIME_PARTS}
 
 
 def main() -> None:
@@ -24,8 +34,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--output-root", default="outputs/demo_seeds")
+    parser.add_argument("--summarize-only", action="store_true", help="tables from finished runs, no training")
     args = parser.parse_args()
-    runs = {seed: run_demo(f"{args.output_root}/seed{seed}", args.iterations, seed) for seed in args.seeds}
+    root = Path(args.output_root)
+    if args.summarize_only:
+        runs = {seed: json.loads((root / f"seed{seed}" / "demo_summary.json").read_text()) for seed in args.seeds}
+    else:
+        runs = {seed: run_demo(str(root / f"seed{seed}"), args.iterations, seed) for seed in args.seeds}
+    for seed, run in runs.items():
+        run["time_split"] = time_split(root / f"seed{seed}")
     befores = [r["before (warm start)"]["reward_mean"] for r in runs.values()]
     afters = [r["after (GSPO)"]["reward_mean"] for r in runs.values()]
     gains = [a - b for a, b in zip(afters, befores)]
@@ -42,15 +59,23 @@ def main() -> None:
     (RESULTS / "demo_seeds.json").write_text(json.dumps(summary, indent=2))
     lines = [f"Command: `python benchmarks/demo_seeds.py --seeds {' '.join(map(str, args.seeds))} "
              f"--iterations {args.iterations}`", "",
-             "| seed | reward before | reward after | success before | success after | wall (min) |",
-             "|---|---|---|---|---|---|"]
+             "| seed | reward before | reward after | success before | success after | wall (min) | "
+             "iteration s: rollout / reward / update / total (median) |",
+             "|---|---|---|---|---|---|---|"]
     for seed, run in runs.items():
-        before, after = run["before (warm start)"], run["after (GSPO)"]
+        before, after, split = run["before (warm start)"], run["after (GSPO)"], run["time_split"]
         lines.append(f"| {seed} | {before['reward_mean']:.3f} | {after['reward_mean']:.3f} | "
-                     f"{before['success_rate']:.2f} | {after['success_rate']:.2f} | {run['wall_seconds'] / 60:.1f} |")
+                     f"{before['success_rate']:.2f} | {after['success_rate']:.2f} | {run['wall_seconds'] / 60:.1f} | "
+                     + " / ".join(f"{split[key]:.1f}" for key in TIME_PARTS) + " |")
     lines += ["", f"Mean reward {summary['before_mean']:.3f} ± {summary['before_std']:.3f} -> "
               f"{summary['after_mean']:.3f} ± {summary['after_std']:.3f}; gain {summary['gain_mean']:+.3f} "
-              f"± {summary['gain_std']:.3f} (population std over seeds)."]
+              f"± {summary['gain_std']:.3f} (population std over seeds).", "",
+              "Reward components, mean over seeds, before -> after:"]
+    first = next(iter(runs.values()))["before (warm start)"]
+    for key in sorted(k for k in first if k.startswith("component/")):
+        values = [statistics.fmean(r[phase][key] for r in runs.values())
+                  for phase in ("before (warm start)", "after (GSPO)")]
+        lines.append(f"- {key.removeprefix('component/')}: {values[0]:.3f} -> {values[1]:.3f}")
     (RESULTS / "demo_seeds.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
