@@ -107,3 +107,9 @@ def test_reference_kl_uses_the_adapter_disabled_model(tmp_path):
     assert metrics["kl/ref"] >= 0.0 and math.isfinite(metrics["kl/ref"])
     # one model object: the reference is the same weights with the adapter switched off
     assert sum(1 for m in trainer.policy.modules() if type(m).__name__.startswith("Kimi_K25ForConditional")) == 1
+
+
+def test_use_vllm_is_refused_with_a_clear_message_instead_of_silently_ignored(tmp_path):
+    config = tiny_config(tmp_path, use_vllm=True, vllm_base_url="http://localhost:8000/v1")
+    with pytest.raises(NotImplementedError, match="use_vllm=True.*set use_vllm=False"):
+        GSPOTrainer(config)

@@ -85,6 +85,13 @@ class GSPOTrainer:
     def __init__(self, config, *, agent: Agent | None = None, reward_fn=None, log: Callable[[str], None] = print):
         from stateset_agents.tasks.registry import get_task
 
+        if config.use_vllm:
+            # refuse rather than silently sampling with transformers while the user believes vLLM runs
+            raise NotImplementedError(
+                "use_vllm=True: the vLLM rollout backend is not implemented yet (it needs adapter syncing to the "
+                "server and a re-scoring pass, since vLLM's logprobs are not the trainer's). Rollouts run with "
+                "transformers.generate, batched across all live conversations: set use_vllm=False and raise "
+                "rollout_concurrency for speed.")
         self.config = config
         self.log = log
         self.output_dir = Path(config.output_dir)
