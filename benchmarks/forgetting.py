@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -220,7 +221,7 @@ def main(argv=None) -> int:
     meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "eval_samples": args.eval_samples,
             "eval_episodes": len(get_task(tasks[0]).eval_scenarios()[:args.eval_scenarios]) * args.eval_samples,
             "continual": CONTINUAL, "wall_minutes": (time.perf_counter() - started) / 60,
-            "machine": f"2 shared CPU cores, {args.threads} torch thread(s)"}
+            "machine": f"{os.cpu_count()} CPU cores, {args.threads} torch thread(s)"}
     command = "flock /tmp/stateset-cpu.lock .venv/bin/python benchmarks/forgetting.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
     prefix.parent.mkdir(parents=True, exist_ok=True)
