@@ -58,7 +58,7 @@ def main() -> None:
     started = time.perf_counter()
     agent = Agent(AgentConfig(model_name=args.model, max_new_tokens=64, top_p=args.top_p,
                               model_kwargs={"device": "cpu"}))
-    build_info = Path(agent.load()._loaded.path) / "build_info.json"
+    build_info = Path(agent.loaded.path) / "build_info.json"
     build_seconds = json.loads(build_info.read_text()).get("build_seconds") if build_info.exists() else None
     rows = {}
     for name in list_tasks():
