@@ -17,14 +17,13 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TIME_PARTS = ("time/rollout", "time/reward", "time/update", "time/iteration")
-
-
 def time_split(run_dir: Path) -> dict[str, float]:
     """Median seconds per training iteration of each part, from the run's metrics.jsonl."""
+    from stateset_agents.training.report import TIME_PARTS
+
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     records = [r for r in records if "time/iteration" in r]
-    return {key: statistics.median(r[key] for r in records) for key in TIME_PARTS}
+    return {key: statistics.median(r[key] for r in records) for key in (*TIME_PARTS, "time/iteration")}
 
 
 def main() -> None:
@@ -66,7 +65,7 @@ def main() -> None:
         before, after, split = run["before (warm start)"], run["after (GSPO)"], run["time_split"]
         lines.append(f"| {seed} | {before['reward_mean']:.3f} | {after['reward_mean']:.3f} | "
                      f"{before['success_rate']:.2f} | {after['success_rate']:.2f} | {run['wall_seconds'] / 60:.1f} | "
-                     + " / ".join(f"{split[key]:.1f}" for key in TIME_PARTS) + " |")
+                     + " / ".join(f"{seconds:.1f}" for seconds in split.values()) + " |")
     lines += ["", f"Mean reward {summary['before_mean']:.3f} ± {summary['before_std']:.3f} -> "
               f"{summary['after_mean']:.3f} ± {summary['after_std']:.3f}; gain {summary['gain_mean']:+.3f} "
               f"± {summary['gain_std']:.3f} (population std over seeds).", "",

@@ -16,30 +16,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 
 def screen(model_dir: Path, scenarios: int, top_p: float) -> None:
-    import torch
+    from warm_start_quality import model_quality
 
     from stateset_agents.core.agent import Agent, AgentConfig
-    from stateset_agents.rewards.scoring import score_trajectories_sync
-    from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
     from stateset_agents.tasks.registry import get_task, list_tasks
 
     agent = Agent(AgentConfig(model_name=str(model_dir), max_new_tokens=64, top_p=top_p,
                               model_kwargs={"device": "cpu"}))
     for name in list_tasks():
-        task = get_task(name)
-        torch.manual_seed(0)
-        specs = [EpisodeSpec(task, s, i) for i, s in enumerate(task.eval_scenarios()[:scenarios])]
-        trajectories, _ = run_episodes(agent, specs, max_turns=5, concurrency=64)
-        turns = [turn for trajectory in trajectories for turn in trajectory.turns]
-        rewards = [result.total for result in score_trajectories_sync(task.default_reward(), trajectories)]
-        print(f"top_p {top_p}  {name:18s} well-formed {statistics.fmean(t.parsed.well_formed for t in turns):.1%}  "
-              f"reward {statistics.fmean(rewards):.3f}  ({len(turns)} turns)", flush=True)
+        quality = model_quality(agent, get_task(name), samples=1, seed=0, scenarios=scenarios)
+        print(f"top_p {top_p}  {name:18s} well-formed {quality['well_formed_turns']:.1%}  "
+              f"reward {quality['reward_mean']:.3f}  ({quality['turns']} turns)", flush=True)
 
 
 def main() -> None:

@@ -29,12 +29,13 @@ def scripted_mean(task, agent_name: str) -> float:
     return statistics.fmean(scores)
 
 
-def model_quality(agent, task, samples: int, seed: int) -> dict:
+def model_quality(agent, task, samples: int, seed: int, scenarios: int | None = None) -> dict:
+    """Reward summary and well-formed share of `samples` episodes on each of the first `scenarios` eval scenarios."""
     from stateset_agents.rewards.scoring import score_trajectories_sync
     from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
     from stateset_agents.training.evaluation import isolated_rng, summarize
 
-    specs = [EpisodeSpec(task, s, i) for i, s in enumerate(task.eval_scenarios()) for _ in range(samples)]
+    specs = [EpisodeSpec(task, s, i) for i, s in enumerate(task.eval_scenarios()[:scenarios]) for _ in range(samples)]
     with isolated_rng(seed):
         trajectories, stats = run_episodes(agent, specs, max_turns=5, concurrency=64)
     turns = [turn for trajectory in trajectories for turn in trajectory.turns]
