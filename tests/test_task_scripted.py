@@ -71,7 +71,7 @@ def test_reference_dialogues_mix_labels_and_format():
     assert {d["agent"] for d in dialogues if d["quality"] == "bad"} <= {"unhelpful", "rude", "policy_breaking"}
     item = next(d for d in dialogues if d["quality"] == "oracle")
     assert set(item) == {"task", "scenario_id", "quality", "agent", "reward", "reward_components", "end_reason",
-                         "messages", "tools"}
+                         "messages", "tools", "mistyped_turns"}
     assert item["messages"][0]["role"] == "system" and item["tools"] == get_task("customer_service").tools.schemas()
     calls = [c for m in item["messages"] for c in m.get("tool_calls", [])]
     assert all(re.fullmatch(r"functions\.\w+:\d+", c["id"]) for c in calls)
@@ -81,6 +81,25 @@ def test_reference_dialogues_mix_labels_and_format():
                                         mix={"oracle": 0.6, "mediocre": 0.25, "bad": 0.15}) == dialogues
     with pytest.raises(ValueError, match="mix"):
         generate_reference_dialogues("sales", 2, mix={"great": 1.0})
+
+
+@pytest.mark.parametrize("task", list_tasks())
+def test_mediocre_mistyped_id_fails_then_is_retried_correctly(task):
+    dialogues = generate_reference_dialogues(task, 30, seed=0, mix={"mediocre": 1.0})
+    mistyped = [d for d in dialogues if d["mistyped_turns"]]
+    assert 5 <= len(mistyped) <= 25  # a 40% lapse
+    for dialogue in mistyped:
+        messages = dialogue["messages"]
+        assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+        (turn,) = dialogue["mistyped_turns"]
+        slip = messages[assistant[turn]]
+        assert messages[assistant[turn] + 1]["content"].startswith("error:")
+        retry = messages[assistant[turn + 1]]
+        (wrong,), (right,) = slip["tool_calls"], retry["tool_calls"]
+        assert wrong["function"]["name"] == right["function"]["name"]
+        assert wrong["function"]["arguments"] != right["function"]["arguments"]
+        assert retry["reasoning_content"].startswith("That call failed")
+        assert not messages[assistant[turn + 1] + 1]["content"].startswith("error:")
 
 
 @pytest.mark.parametrize("task", list_tasks())

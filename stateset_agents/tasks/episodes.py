@@ -66,7 +66,8 @@ def generate_reference_dialogues(task: Task | str, n: int, seed: int = 0, mix: M
     Each item: ``{"task", "scenario_id", "quality" ("oracle" | "mediocre" | "bad"), "agent",
     "reward", "reward_components", "end_reason", "messages", "tools"}``; assistant messages carry
     ``reasoning_content``, ``content`` and ``tool_calls``; ``tools`` are the schemas for the chat
-    template. Deterministic for a given seed.
+    template; ``mistyped_turns`` index the assistant turns that deliberately mistyped an id (their
+    recovery is worth learning, the typo is not). Deterministic for a given seed.
     """
     task = get_task(task) if isinstance(task, str) else task
     rng = random.Random(f"dialogues:{task.name}:{seed}")
@@ -85,5 +86,6 @@ def generate_reference_dialogues(task: Task | str, n: int, seed: int = 0, mix: M
         dialogues.append({"task": task.name, "scenario_id": scenario["id"], "quality": label, "agent": agent.name,
                           "reward": result.total, "reward_components": result.components,
                           "end_reason": trajectory.end_reason, "messages": trajectory.messages,
-                          "tools": task.tools.schemas()})
+                          "tools": task.tools.schemas(),
+                          "mistyped_turns": list(getattr(agent, "mistyped_turns", []))})
     return dialogues

@@ -7,7 +7,8 @@ Each agent reads the conversation so far and the scenario, and produces the next
 - `OracleAgent`: the scenario's success path: asks for the missing facts, calls the right tools
   one per turn, then states the outcome politely;
 - `MediocreAgent`: the oracle with seeded lapses: a redundant question, a skipped step (redone after
-  the user pushes back), a vague closing, no empathy;
+  the user pushes back), a mistyped id (the tool's error comes back and the call is retried with the
+  right id), a vague closing, no empathy;
 - `UnhelpfulAgent`: polite filler; never uses a tool, never resolves;
 - `RudeAgent`: the success path in rude words;
 - `PolicyBreakingAgent`: asks for the facts, then breaks the task's policy (refund above the
@@ -144,8 +145,29 @@ class OracleAgent(ScriptedAgent):
         if kind == "ask":
             return completion(messages, solution["ask_why"], f"{solution['opener']} {questions(task, payload)}".strip())
         if kind == "call":
-            return completion(messages, payload.get("why") or f"Next I call {payload['tool']}.", "", [payload], task)
+            why = payload.get("why") or f"Next I call {payload['tool']}."
+            if _last_call_failed(messages):
+                why = f"That call failed; I will check the details and call {payload['tool']} again."
+            return completion(messages, why, "", [payload], task)
         return completion(messages, solution["reply_why"], solution["reply"])
+
+
+def _last_call_failed(messages: list[dict[str, Any]]) -> bool:
+    return bool(messages) and messages[-1].get("role") == "tool" and message_text(messages[-1]).startswith(ERROR_PREFIX)
+
+
+_ID = re.compile(r"[A-Z]+\d+")
+
+
+def _mistyped(args: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
+    """`args` with one digit of its first id argument (``A1234``) changed; None when there is none."""
+    for key, value in args.items():
+        if isinstance(value, str) and _ID.fullmatch(value):
+            digits = [i for i, ch in enumerate(value) if ch.isdigit()]
+            i = rng.choice(digits)
+            wrong = rng.choice([d for d in "0123456789" if d != value[i]])
+            return {**args, key: value[:i] + wrong + value[i + 1:]}
+    return None
 
 
 class MediocreAgent(OracleAgent):
@@ -161,8 +183,12 @@ class MediocreAgent(OracleAgent):
         self.vague = self.rng.random() < 0.3
         self.cold = self.rng.random() < 0.5
         self.replies = 0
+        self.mistype = self.rng.random() < 0.4
+        self.mistyped_turns: list[int] = []  # indexes among this episode's turns: examples not to imitate
+        self.turn = -1
 
     def act(self, messages: list[dict[str, Any]], task: Task, scenario: dict[str, Any]) -> ParsedCompletion:
+        self.turn += 1
         if self.redundant:
             self.redundant = False
             return completion(messages, "I should understand the problem better.",
@@ -171,6 +197,10 @@ class MediocreAgent(OracleAgent):
         kind, payload = self.next_step(messages, task, scenario, self.skip if skipping else ())
         if kind == "call" and skipping:
             return completion(messages, f"I will call {payload['tool']} now.", "", [payload], task)
+        if kind == "call" and self.mistype and (wrong := _mistyped(payload["args"], self.rng)) is not None:
+            self.mistype = False
+            self.mistyped_turns.append(self.turn)
+            return self.render((kind, {**payload, "args": wrong}), messages, task, scenario)
         if kind == "reply":
             self.replies += 1
             if self.vague and self.replies == 1:

@@ -17,13 +17,14 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 
 from stateset_agents.rollout.encoding import EncodedPrompt, PromptEncoder
+from stateset_agents.training.copy_drills import copy_drill_examples
 from stateset_agents.rollout.scoring import build_scoring_batch, score_completions
 
 WARM_START_VERSION = 2
@@ -42,6 +43,10 @@ class WarmStartSettings:
     epochs: int = 1
     learning_rate: float = 4e-3
     batch_rows: int = 16
+    copy_drills: int = 0  # short copy drills trained before the dialogues (see training.copy_drills)
+    copy_drill_batch_rows: int = 32
+    copy_drill_learning_rate: float = 2e-3
+    copy_drill_max_filler: int = 0
     seed: int = 0
 
 
@@ -70,13 +75,17 @@ def reference_dialogues(settings: WarmStartSettings) -> list[tuple[object, dict]
     return pairs
 
 
-def turn_examples(task, messages: list[dict], encoder: PromptEncoder) -> list[tuple[EncodedPrompt, list[int]]]:
-    """One (prompt, completion ids) example per assistant message of a conversation."""
+def turn_examples(task, messages: list[dict], encoder: PromptEncoder,
+                  skip_turns: Collection[int] = ()) -> list[tuple[EncodedPrompt, list[int]]]:
+    """One (prompt, completion ids) example per assistant message of a conversation, except the
+    assistant turns numbered in `skip_turns` (0 = the first assistant message)."""
     tools = task.tools.schemas()
     examples = []
-    for index, message in enumerate(messages):
-        if message.get("role") != "assistant":
+    assistant_turns = [index for index, message in enumerate(messages) if message.get("role") == "assistant"]
+    for turn, index in enumerate(assistant_turns):
+        if turn in skip_turns:
             continue
+        message = messages[index]
         prompt = encoder.encode(messages[:index], tools=tools, thinking=True)
         text = encoder.chat_format.render_completion(message, current_turn=True)
         completion = encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -149,15 +158,24 @@ def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSett
     loaded = load_model(str(base_dir), LoadSettings(device="cpu", dtype="float32"))
     encoder = PromptEncoder(loaded.tokenizer, get_chat_format(loaded.tokenizer), loaded.image_settings)
     pairs = reference_dialogues(settings)
-    examples = [example for task, dialogue in pairs for example in turn_examples(task, dialogue["messages"], encoder)]
+    examples = [example for task, dialogue in pairs
+                for example in turn_examples(task, dialogue["messages"], encoder, dialogue["mistyped_turns"])]
     log(f"warm start: {len(pairs)} dialogues, {len(examples)} assistant turns, "
         f"{sum(len(c) for _, c in examples)} target tokens")
+    drill_losses = []
+    if settings.copy_drills:
+        drills = copy_drill_examples(loaded.tokenizer, settings.copy_drills, settings.seed,
+                                     max_filler=settings.copy_drill_max_filler)
+        drill_settings = replace(settings, epochs=1, batch_rows=settings.copy_drill_batch_rows,
+                                 learning_rate=settings.copy_drill_learning_rate)
+        drill_losses = supervised_epochs(loaded.model, drills, loaded.tokenizer, drill_settings, log)
     epoch_losses = supervised_epochs(loaded.model, examples, loaded.tokenizer, settings, log)
     output_dir = Path(output_dir)
     loaded.model.save_pretrained(output_dir)
     loaded.tokenizer.save_pretrained(output_dir)
     ImageProcessorSettings.load(base_dir).save(output_dir)
-    report = {"dialogues": len(pairs), "examples": len(examples), "epoch_losses": epoch_losses,
+    report = {"dialogues": len(pairs), "examples": len(examples), "drill_losses": drill_losses,
+              "epoch_losses": epoch_losses,
               "seconds": time.perf_counter() - started, "settings": asdict(settings)}
     (output_dir / "warm_start.json").write_text(json.dumps(report, indent=2))
     return output_dir
