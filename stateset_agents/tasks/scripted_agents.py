@@ -7,8 +7,8 @@ Each agent reads the conversation so far and the scenario, and produces the next
 - `OracleAgent`: the scenario's success path: asks for the missing facts, calls the right tools
   one per turn, then states the outcome politely;
 - `MediocreAgent`: the oracle with seeded lapses: a redundant question, a skipped step (redone after
-  the user pushes back), a mistyped id (the tool's error comes back and the call is retried with the
-  right id), a vague closing, no empathy;
+  the user pushes back), a mistyped id (the tool's error comes back; the agent retries with the right
+  id, or first asks the customer to confirm it), a vague closing, no empathy;
 - `UnhelpfulAgent`: polite filler; never uses a tool, never resolves;
 - `RudeAgent`: the success path in rude words;
 - `PolicyBreakingAgent`: asks for the facts, then breaks the task's policy (refund above the
@@ -183,7 +183,8 @@ class MediocreAgent(OracleAgent):
         self.vague = self.rng.random() < 0.3
         self.cold = self.rng.random() < 0.5
         self.replies = 0
-        self.mistype = self.rng.random() < 0.4
+        self.mistype = self.rng.random() < 0.5
+        self.confirm_after_error = self.rng.random() < 0.5  # else retry at once with the right id
         self.mistyped_turns: list[int] = []  # indexes among this episode's turns: examples not to imitate
         self.turn = -1
 
@@ -195,6 +196,13 @@ class MediocreAgent(OracleAgent):
                               "Can you tell me more about the problem?")
         skipping = bool(self.skip) and not self.replies
         kind, payload = self.next_step(messages, task, scenario, self.skip if skipping else ())
+        if kind == "call" and self.confirm_after_error and _last_call_failed(messages):
+            self.confirm_after_error = False
+            asked = [key for key, value in scenario.get("facts", {}).items() if value in payload["args"].values()]
+            if asked:  # ask the customer to confirm the fact the failed call needed, then call again
+                nouns = " and ".join(fact_spec(key, task.fact_specs).noun for key in asked)
+                return completion(messages, f"That call failed; I should confirm the {nouns}.",
+                                  f"I'm sorry, I could not find that {nouns}. {questions(task, asked)}")
         if kind == "call" and skipping:
             return completion(messages, f"I will call {payload['tool']} now.", "", [payload], task)
         if kind == "call" and self.mistype and (wrong := _mistyped(payload["args"], self.rng)) is not None:

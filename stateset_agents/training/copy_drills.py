@@ -1,12 +1,12 @@
-"""Copy drills: short synthetic sequences that teach the tiny model to copy ids before it sees dialogues.
+"""Copy drills: short synthetic sequences that teach the tiny model to copy before it sees dialogues.
 
-A tool call must repeat the order number, account id, price or product category the user or a tool
-gave, token by token. Trained on dialogues alone, the tiny model learned the shape of an id (a letter and four
-digits) but not its digits: in-context copying (an "induction" mechanism) forms late, and a few
-hundred dialogue steps were not enough. A drill is a list of random ids and prices in the formats
-the tasks use and of words from the vocabulary, then the same list again; the loss is on the repeat only, so every target token is
-a copy. Drills are short (tens of tokens), so thousands of them cost less than a few hundred
-dialogue batches, and the dialogue phase then starts from a model that can copy.
+A tool call must repeat the order number, account id, price or product the user or a tool gave,
+token by token. Trained on dialogues alone, the tiny model learned the shape of an id (a letter
+and four digits) but not its digits: in-context copying (an "induction" mechanism) forms late,
+and a few hundred dialogue steps were not enough (1.66 nats per digit on unseen scenarios, chance
+is 2.30). A drill lists random ids, prices and vocabulary words, then the same list again; the loss
+is on the repeat only, so every target token is a copy. Drills are short, so a thousand batches of
+them cost about as much as the dialogue phase, which then starts from a model that can copy.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from stateset_agents.rollout.encoding import EncodedPrompt, PromptEncoder
 from stateset_agents.training.copy_drills import copy_drill_examples
 from stateset_agents.rollout.scoring import build_scoring_batch, score_completions
 
-WARM_START_VERSION = 2
+WARM_START_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,11 @@ class WarmStartSettings:
     """Each dialogue is played on its own freshly generated scenario (new order numbers, devices,
     SKUs, disjoint from the shipped train and eval splits), so the model must learn to copy ids
     from the conversation; on a few dozen fixed scenarios it memorised them and then garbled the
-    held-out ones. Fresh data also makes one pass enough (no epochs over the same dialogues)."""
+    held-out ones. Fresh data also makes one pass enough (no epochs over the same dialogues).
+
+    Copy drills come first (`training.copy_drills`): 1,500 short batches in which the model's
+    copying forms, which dialogues alone did not achieve; 1,000 batches were not always enough.
+    """
 
     dialogues_per_task: int = 1000
     oracle_fraction: float = 0.65
@@ -43,16 +47,20 @@ class WarmStartSettings:
     epochs: int = 1
     learning_rate: float = 4e-3
     batch_rows: int = 16
-    copy_drills: int = 0  # short copy drills trained before the dialogues (see training.copy_drills)
+    copy_drills: int = 48_000  # short copy drills trained before the dialogues
     copy_drill_batch_rows: int = 32
     copy_drill_learning_rate: float = 2e-3
-    copy_drill_max_filler: int = 0
+    copy_drill_max_filler: int = 120  # random tokens between a drill's source and its repeat
     seed: int = 0
 
 
 def warm_start_fingerprint(settings: WarmStartSettings = WarmStartSettings()) -> str:
-    """Changes when the settings or this module change (the task digest is in the base fingerprint)."""
-    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    """Changes when the settings, this module or the copy drills change (the task digest is in the base
+    fingerprint)."""
+    from stateset_agents.training import copy_drills
+
+    code = Path(__file__).read_bytes() + Path(copy_drills.__file__).read_bytes()
+    source = hashlib.sha256(code).hexdigest()[:16]
     return json.dumps({"version": WARM_START_VERSION, "settings": asdict(settings), "source": source},
                       sort_keys=True)
 
@@ -111,7 +119,7 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Ran
 
 
 def supervised_epochs(model, examples, tokenizer, settings: WarmStartSettings,
-                      log: Callable[[str], None] = print) -> list[float]:
+                      log: Callable[[str], None] = print, label: str = "warm start") -> list[float]:
     """Train on (prompt, completion) examples; returns the mean loss of each epoch."""
     from rich.progress import Progress
 
@@ -124,7 +132,7 @@ def supervised_epochs(model, examples, tokenizer, settings: WarmStartSettings,
     epoch_losses = []
     model.train()
     with Progress(transient=True) as progress:
-        bar = progress.add_task("warm start", total=settings.epochs * batches_per_epoch)
+        bar = progress.add_task(label, total=settings.epochs * batches_per_epoch)
         for epoch in range(settings.epochs):
             losses = []
             for indices in length_bucketed_batches(lengths, settings.batch_rows, shuffler):
@@ -141,7 +149,7 @@ def supervised_epochs(model, examples, tokenizer, settings: WarmStartSettings,
                 losses.append(loss.item())
                 progress.advance(bar)
             epoch_losses.append(sum(losses) / len(losses))
-            log(f"warm start epoch {epoch + 1}/{settings.epochs}: loss {epoch_losses[-1]:.3f}")
+            log(f"{label} epoch {epoch + 1}/{settings.epochs}: loss {epoch_losses[-1]:.3f}")
     model.eval()
     return epoch_losses
 
@@ -168,7 +176,7 @@ def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSett
                                      max_filler=settings.copy_drill_max_filler)
         drill_settings = replace(settings, epochs=1, batch_rows=settings.copy_drill_batch_rows,
                                  learning_rate=settings.copy_drill_learning_rate)
-        drill_losses = supervised_epochs(loaded.model, drills, loaded.tokenizer, drill_settings, log)
+        drill_losses = supervised_epochs(loaded.model, drills, loaded.tokenizer, drill_settings, log, "copy drills")
     epoch_losses = supervised_epochs(loaded.model, examples, loaded.tokenizer, settings, log)
     output_dir = Path(output_dir)
     loaded.model.save_pretrained(output_dir)
