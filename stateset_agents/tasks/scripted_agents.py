@@ -186,10 +186,8 @@ class MediocreAgent(OracleAgent):
         self.mistype = self.rng.random() < 0.5
         self.confirm_after_error = self.rng.random() < 0.5  # else retry at once with the right id
         self.mistyped_turns: list[int] = []  # indexes among this episode's turns: examples not to imitate
-        self.turn = -1
 
     def act(self, messages: list[dict[str, Any]], task: Task, scenario: dict[str, Any]) -> ParsedCompletion:
-        self.turn += 1
         if self.redundant:
             self.redundant = False
             return completion(messages, "I should understand the problem better.",
@@ -207,7 +205,7 @@ class MediocreAgent(OracleAgent):
             return completion(messages, f"I will call {payload['tool']} now.", "", [payload], task)
         if kind == "call" and self.mistype and (wrong := _mistyped(payload["args"], self.rng)) is not None:
             self.mistype = False
-            self.mistyped_turns.append(self.turn)
+            self.mistyped_turns.append(sum(m.get("role") == "assistant" for m in messages))
             return self.render((kind, {**payload, "args": wrong}), messages, task, scenario)
         if kind == "reply":
             self.replies += 1

@@ -5,8 +5,8 @@ token by token. Trained on dialogues alone, the tiny model learned the shape of 
 and four digits) but not its digits: in-context copying (an "induction" mechanism) forms late,
 and a few hundred dialogue steps were not enough (1.66 nats per digit on unseen scenarios, chance
 is 2.30). A drill lists random ids, prices and vocabulary words, then the same list again; the loss
-is on the repeat only, so every target token is a copy. Drills are short, so a thousand batches of
-them cost about as much as the dialogue phase, which then starts from a model that can copy.
+is on the repeat only, so every target token is a copy. Drills are short: 1,500 batches of them cost
+about as much as the dialogue phase, which then starts from a model that can copy.
 """
 
 from __future__ import annotations
