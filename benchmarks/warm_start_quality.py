@@ -1,11 +1,12 @@
 """How good is the warm-started tiny model? Parse rate and held-out reward next to scripted agents.
 
-    python benchmarks/warm_start_quality.py [--model tiny-kimi-k2.5] [--samples 2] [--top-p 0.95]
+    python benchmarks/warm_start_quality.py [--model tiny-kimi-k2.5] [--samples 2] [--top-p 0.95] [--results DIR]
 
 For every task: the scripted oracle and unhelpful agents' mean reward on the held-out split,
 and the model's mean reward and fraction of well-formed turns (think block closed, turn ended
 with <|im_end|>, no parse errors), sampled the way the trainer samples (the Kimi preset:
-temperature 1.0 with thinking, top_p 0.95). Writes benchmarks/results/warm_start_quality.{json,md}.
+temperature 1.0 with thinking, top_p 0.95). Writes `--results`/warm_start_quality.{json,md} (default
+benchmarks/results).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2, help="episodes per held-out scenario")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (the Kimi preset's 0.95)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the json and markdown go")
     args = parser.parse_args()
     started = time.perf_counter()
     agent = Agent(AgentConfig(model_name=args.model, max_new_tokens=64, top_p=args.top_p,
@@ -67,8 +69,8 @@ def main() -> None:
         quality = model_quality(agent, task, args.samples, args.seed)
         rows[name] = {"oracle": scripted_mean(task, "oracle"), "unhelpful": scripted_mean(task, "unhelpful"),
                       "model": quality}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "warm_start_quality.json").write_text(json.dumps({"top_p": args.top_p, "build_seconds": build_seconds,
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "warm_start_quality.json").write_text(json.dumps({"top_p": args.top_p, "build_seconds": build_seconds,
                                                                  "tasks": rows}, indent=2))
     lines = ["| task | unhelpful | warm-started model | oracle | model success | well-formed turns |",
              "|---|---|---|---|---|---|"]
@@ -77,7 +79,7 @@ def main() -> None:
         lines.append(f"| {name} | {row['unhelpful']:.3f} | {model['reward_mean']:.3f} | {row['oracle']:.3f} | "
                      f"{model['success_rate']:.2f} | {model['well_formed_turns']:.1%} ({model['turns']} turns) |")
     table = "\n".join(lines)
-    (RESULTS / "warm_start_quality.md").write_text(
+    (args.results / "warm_start_quality.md").write_text(
         f"Command: `python benchmarks/warm_start_quality.py --model {args.model} --samples {args.samples} "
         f"--top-p {args.top_p}`\n\n{table}\n\nMeasured in {time.perf_counter() - started:.0f} s"
         + (f"; building the model took {build_seconds:.0f} s (build_info.json)" if build_seconds else "") + ".\n")

@@ -1,13 +1,14 @@
 """Where does the warm-started model's loss go? Per-token loss by kind, on dialogues it never saw.
 
-    python benchmarks/warm_start_token_loss.py [--model tiny-kimi-k2.5] [--seed 7] [--turns 400]
+    python benchmarks/warm_start_token_loss.py [--model tiny-kimi-k2.5] [--seed 7] [--turns 400] [--results DIR]
 
 Reference dialogues are generated exactly like the warm start's, but on fresh scenarios from
 another seed (new order numbers, devices, SKUs), and scored teacher-forced. The loss of each
 target token is grouped by kind: digits (ids, amounts, days: almost always copies of something
-earlier in the conversation), special tokens (the turn's format), the first token of a turn
-(the behaviour choice) and other text. Chance on a digit is ln 10 = 2.30 nats: a model that copies
-scores near 0 there. Writes benchmarks/results/warm_start_token_loss.json.
+earlier in the conversation), id letters (the ``T`` of ``T916``), words copied into tool arguments
+(``laptop``, ``billing``), special tokens (the turn's format), the first token of a turn (the behaviour
+choice) and other text. Chance on a digit is ln 10 = 2.30 nats: a model that copies scores near 0
+there. Writes `--results`/warm_start_token_loss.json (default benchmarks/results).
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def token_kind(token: str, token_id: int, special_ids: set[int]) -> str:
+def token_kind(token: str, next_token: str, token_id: int, special_ids: set[int], words: set[str]) -> str:
     if token_id in special_ids:
         return "special"
-    return "digit" if token.isdigit() else "text"
+    if token.isdigit():
+        return "digit"
+    if token.isascii() and token.isupper() and token.isalpha() and next_token.isdigit():
+        return "id letter"
+    return "argument word" if token in words else "text"
 
 
 def main() -> None:
@@ -34,6 +39,7 @@ def main() -> None:
     from stateset_agents.core.chat_format import get_chat_format
     from stateset_agents.models.loading import LoadSettings, load_model
     from stateset_agents.models.registry import ensure_embedded_model, is_embedded
+    from stateset_agents.models.tiny_kimi import tool_argument_words
     from stateset_agents.rollout.encoding import PromptEncoder
     from stateset_agents.rollout.scoring import build_scoring_batch, score_completions
     from stateset_agents.training.warm_start import WarmStartSettings, reference_dialogues, turn_examples
@@ -42,6 +48,7 @@ def main() -> None:
     parser.add_argument("--model", default="tiny-kimi-k2.5")
     parser.add_argument("--seed", type=int, default=7, help="fresh-scenario seed (the warm start uses 0)")
     parser.add_argument("--turns", type=int, default=400, help="assistant turns scored")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the json goes")
     args = parser.parse_args()
     path = ensure_embedded_model(args.model) if is_embedded(args.model) else args.model
     loaded = load_model(str(path), LoadSettings(device="cpu", dtype="float32"))
@@ -53,6 +60,7 @@ def main() -> None:
     random.Random(0).shuffle(examples)
     examples = examples[:args.turns]
     special_ids = set(tokenizer.all_special_ids)
+    words = set(tool_argument_words())
     losses: dict[str, list[float]] = defaultdict(list)
     with torch.no_grad():
         for start in range(0, len(examples), 16):
@@ -62,16 +70,17 @@ def main() -> None:
             logprobs = score_completions(loaded.model, batch).logprobs
             for row, (_, completion) in enumerate(chunk):
                 nll = (-logprobs[row][batch.completion_mask[row].bool()]).tolist()
+                tokens = tokenizer.convert_ids_to_tokens(completion) + [""]
                 for position, (token_id, value) in enumerate(zip(completion, nll)):
                     kind = "first token" if position == 0 else token_kind(
-                        tokenizer.convert_ids_to_tokens(token_id), token_id, special_ids)
+                        tokens[position], tokens[position + 1], token_id, special_ids, words)
                     losses[kind].append(value)
     summary = {kind: {"tokens": len(values), "mean_nll": statistics.fmean(values),
                       "share_above_chance_digit": sum(v > 2.3026 for v in values) / len(values)}
                for kind, values in sorted(losses.items())}
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     command = f"python benchmarks/warm_start_token_loss.py --model {args.model} --seed {args.seed} --turns {args.turns}"
-    (RESULTS / "warm_start_token_loss.json").write_text(json.dumps({"command": command, "kinds": summary}, indent=2))
+    (args.results / "warm_start_token_loss.json").write_text(json.dumps({"command": command, "kinds": summary}, indent=2))
     print(command)
     for kind, row in summary.items():
         print(f"{kind:12s} {row['tokens']:6d} tokens  mean loss {row['mean_nll']:.3f} nats  "

@@ -82,8 +82,9 @@ def test_merged_linear_lora_matches_the_adapter_within_rounding(peft_model):
         with peft_model.disable_adapter():
             base = peft_model(input_ids=input_ids).logits
         after = peft_model(input_ids=input_ids).logits
-    assert torch.allclose(merged_logits, reference, atol=1e-5)
-    assert torch.allclose(both_logits, reference, atol=1e-5)
+    # merging reorders float32 sums (W x + B A x vs (W + B A) x): ~1e-5 apart; the adapter moves logits > 1e-3
+    assert torch.allclose(merged_logits, reference, atol=1e-4)
+    assert torch.allclose(both_logits, reference, atol=1e-4)
     assert not torch.allclose(base, reference, atol=1e-3)  # the adapter is not a no-op
     assert torch.equal(after, reference)
     assert not any("forward" in vars(m) for m in peft_model.modules())

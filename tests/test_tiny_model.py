@@ -43,6 +43,29 @@ def test_special_tokens_are_single_ids(tiny_loaded):
         assert len(ids) == 1 and tokenizer.convert_ids_to_tokens(ids[0]) == token
 
 
+@pytest.mark.parametrize("text, copied", [
+    ("It is item T916.", ["T", "9", "1", "6"]),
+    ('{"sku": "T916", "price": 1619}', ["T", "9", "1", "6", "1", "6", "1", "9"]),
+    ("Can you help me pick a tablet?", ["tablet"]),
+    ('{"category": "laptop", "max_price": 550}', ["laptop", "5", "5", "0"]),
+    ("My order A1234 is late and I live in the east.", ["A", "1", "2", "3", "4", "east"]),
+])
+def test_what_the_agent_copies_is_never_fused_with_its_neighbours(tiny_loaded, text, copied):
+    tokenizer = tiny_loaded.tokenizer
+    pieces = [tokenizer.decode([i]) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+    assert "".join(pieces) == text
+    found = [piece for piece in pieces if piece in copied]
+    assert found == copied, pieces
+
+
+def test_tool_argument_words_come_from_the_tasks():
+    from stateset_agents.models.tiny_kimi import tool_argument_words
+
+    words = tool_argument_words()
+    assert {"laptop", "tablet", "billing", "hardware"} <= set(words)
+    assert all(word.isalpha() and word.islower() for word in words)
+
+
 def test_tokenizer_template_matches_the_python_renderer(tiny_loaded):
     tokenizer = tiny_loaded.tokenizer
     messages = [{"role": "user", "content": "Where is my order A1234?"},

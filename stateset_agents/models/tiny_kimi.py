@@ -56,7 +56,7 @@ class TinyKimiSpec:
     vision_intermediate_size: int = 64
     max_image_patches_per_side: int = 8  # images up to 112x112 px -> at most 16 image tokens
     seed: int = 0
-    tokenizer_version: int = 2  # bump when the tokenizer recipe changes: cached models rebuild
+    tokenizer_version: int = 3  # bump when the tokenizer recipe changes: cached models rebuild
 
     def fingerprint(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -73,6 +73,15 @@ def special_tokens() -> list[str]:
     return ordered
 
 
+def _tokenizer_dialogues(dialogues_per_task: int = 100) -> list[dict]:
+    """Scripted dialogues of every task; the tokenizer is learned from them."""
+    from stateset_agents.tasks.episodes import generate_reference_dialogues
+    from stateset_agents.tasks.registry import list_tasks
+
+    return [dialogue for offset, name in enumerate(list_tasks())
+            for dialogue in generate_reference_dialogues(name, dialogues_per_task, seed=1000 + offset)]
+
+
 def default_tokenizer_corpus(dialogues_per_task: int = 100) -> list[str]:
     """Text the BPE merges are learned from: scripted task dialogues rendered in Kimi's format.
 
@@ -80,32 +89,49 @@ def default_tokenizer_corpus(dialogues_per_task: int = 100) -> list[str]:
     teaches the merges the strings the model actually reads, so prompts stay short.
     """
     from stateset_agents.core.chat_format import KimiChatFormat
-    from stateset_agents.tasks.episodes import generate_reference_dialogues
-    from stateset_agents.tasks.registry import list_tasks
 
     chat_format = KimiChatFormat()
-    corpus = []
-    for offset, name in enumerate(list_tasks()):
-        for dialogue in generate_reference_dialogues(name, dialogues_per_task, seed=1000 + offset):
-            corpus.append(chat_format.render(dialogue["messages"], tools=dialogue["tools"], add_generation_prompt=False))
-    return corpus
+    return [chat_format.render(dialogue["messages"], tools=dialogue["tools"], add_generation_prompt=False)
+            for dialogue in _tokenizer_dialogues(dialogues_per_task)]
 
 
-def build_tokenizer(corpus: Iterable[str], vocab_size: int, max_token_length: int = 32):
+def tool_argument_words(dialogues_per_task: int = 100) -> list[str]:
+    """Words the agent copies from the conversation into tool arguments (``laptop``, ``billing``,
+    ``east``): the tasks' string arguments that contain no digits, sorted."""
+    words = set()
+    for dialogue in _tokenizer_dialogues(dialogues_per_task):
+        for message in dialogue["messages"]:
+            for call in message.get("tool_calls") or []:
+                for value in json.loads(call["function"]["arguments"]).values():
+                    if isinstance(value, str) and re.fullmatch(r"[a-z]+", value):
+                        words.add(value)
+    return sorted(words)
+
+
+def build_tokenizer(corpus: Iterable[str], vocab_size: int, max_token_length: int = 32,
+                    whole_words: Iterable[str] = ()):
     """Train a byte-level BPE on `corpus` and wrap it as a transformers tokenizer with Kimi's template.
 
     Unlike GPT-style BPE, merges may cross spaces and punctuation (so templated phrases and tool
-    schemas become few tokens), but digits are always single tokens, so order numbers and prices
-    are spelled digit by digit and can be copied from the conversation.
+    schemas become few tokens), but what the agent must copy is never fused with its neighbours:
+    digits are single tokens, an id's letters (the ``T`` of ``T916``) are a token of their own, and
+    each of `whole_words` is kept apart from the text around it. Copying an order number, an item
+    number or a product category is then a copy of tokens. (With ``It is item T`` as one token,
+    the tiny model copied the digits of item numbers but guessed their letter.)
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from stateset_agents.core.chat_format import KIMI_CHAT_TEMPLATE
 
     specials = special_tokens()
     bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    isolated = [r"[A-Z]+(?=[0-9])"]
+    words = sorted(set(whole_words))
+    if words:
+        isolated.append(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b")
     bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        *(pre_tokenizers.Split(Regex(pattern), behavior="isolated") for pattern in isolated),
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
@@ -201,7 +227,7 @@ def build_tiny_kimi(directory: str | Path, spec: TinyKimiSpec = TinyKimiSpec()) 
     from transformers import GenerationConfig, Kimi_K25ForConditionalGeneration
 
     directory = Path(directory)
-    tokenizer = build_tokenizer(default_tokenizer_corpus(), spec.vocab_size)
+    tokenizer = build_tokenizer(default_tokenizer_corpus(), spec.vocab_size, whole_words=tool_argument_words())
     config = kimi_config(spec, tokenizer)
     torch.manual_seed(spec.seed)
     model = Kimi_K25ForConditionalGeneration(config).eval()

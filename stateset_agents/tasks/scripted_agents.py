@@ -7,8 +7,8 @@ Each agent reads the conversation so far and the scenario, and produces the next
 - `OracleAgent`: the scenario's success path: asks for the missing facts, calls the right tools
   one per turn, then states the outcome politely;
 - `MediocreAgent`: the oracle with seeded lapses: a redundant question, a skipped step (redone after
-  the user pushes back), a mistyped id (the tool's error comes back; the agent retries with the right
-  id, or first asks the customer to confirm it), a vague closing, no empathy;
+  the user pushes back), a mistyped id, sometimes twice (the tool's error comes back; the agent
+  retries with the right id, or first asks the customer to confirm it), a vague closing, no empathy;
 - `UnhelpfulAgent`: polite filler; never uses a tool, never resolves;
 - `RudeAgent`: the success path in rude words;
 - `PolicyBreakingAgent`: asks for the facts, then breaks the task's policy (refund above the
@@ -159,14 +159,15 @@ def _last_call_failed(messages: list[dict[str, Any]]) -> bool:
 _ID = re.compile(r"[A-Z]+\d+")
 
 
-def _mistyped(args: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
-    """`args` with one digit of its first id argument (``A1234``) changed; None when there is none."""
+def _mistyped(args: dict[str, Any], rng: random.Random, taken: str = "") -> dict[str, Any] | None:
+    """`args` with one digit of its first id argument (``A1234``) changed, to an id that does not
+    occur in `taken` (another real order would not fail); None when there is no id argument."""
     for key, value in args.items():
         if isinstance(value, str) and _ID.fullmatch(value):
             digits = [i for i, ch in enumerate(value) if ch.isdigit()]
-            i = rng.choice(digits)
-            wrong = rng.choice([d for d in "0123456789" if d != value[i]])
-            return {**args, key: value[:i] + wrong + value[i + 1:]}
+            typos = [value[:i] + d + value[i + 1:] for i in digits for d in "0123456789" if d != value[i]]
+            free = [typo for typo in typos if typo not in taken]
+            return {**args, key: rng.choice(free or typos)}
     return None
 
 
@@ -183,8 +184,12 @@ class MediocreAgent(OracleAgent):
         self.vague = self.rng.random() < 0.3
         self.cold = self.rng.random() < 0.5
         self.replies = 0
-        self.mistype = self.rng.random() < 0.5
-        self.confirm_after_error = self.rng.random() < 0.5  # else retry at once with the right id
+        # Failed calls followed by a retry or a question, never by a claim: the model's own failed
+        # calls are where it learned to say "I have created a quote" regardless.
+        roll = self.rng.random()
+        self.mistypes = 2 if roll < 0.25 else 1 if roll < 0.75 else 0  # wrong ids typed before the right one
+        # after the last wrong id: ask the customer to confirm it (always after two), else retry at once
+        self.confirm_after_error = self.mistypes == 2 or self.rng.random() < 0.5
         self.mistyped_turns: list[int] = []  # indexes among this episode's turns: examples not to imitate
 
     def act(self, messages: list[dict[str, Any]], task: Task, scenario: dict[str, Any]) -> ParsedCompletion:
@@ -194,6 +199,10 @@ class MediocreAgent(OracleAgent):
                               "Can you tell me more about the problem?")
         skipping = bool(self.skip) and not self.replies
         kind, payload = self.next_step(messages, task, scenario, self.skip if skipping else ())
+        if kind == "call" and self.mistypes and (wrong := _mistyped(payload["args"], self.rng, json.dumps(scenario))) is not None:
+            self.mistypes -= 1
+            self.mistyped_turns.append(sum(m.get("role") == "assistant" for m in messages))
+            return self.render((kind, {**payload, "args": wrong}), messages, task, scenario)
         if kind == "call" and self.confirm_after_error and _last_call_failed(messages):
             self.confirm_after_error = False
             asked = [key for key, value in scenario.get("facts", {}).items() if value in payload["args"].values()]
@@ -201,12 +210,8 @@ class MediocreAgent(OracleAgent):
                 nouns = " and ".join(fact_spec(key, task.fact_specs).noun for key in asked)
                 return completion(messages, f"That call failed; I should confirm the {nouns}.",
                                   f"I'm sorry, I could not find that {nouns}. {questions(task, asked)}")
-        if kind == "call" and skipping:
+        if kind == "call" and skipping and not _last_call_failed(messages):
             return completion(messages, f"I will call {payload['tool']} now.", "", [payload], task)
-        if kind == "call" and self.mistype and (wrong := _mistyped(payload["args"], self.rng)) is not None:
-            self.mistype = False
-            self.mistyped_turns.append(sum(m.get("role") == "assistant" for m in messages))
-            return self.render((kind, {**payload, "args": wrong}), messages, task, scenario)
         if kind == "reply":
             self.replies += 1
             if self.vague and self.replies == 1:
