@@ -29,7 +29,7 @@ VIDEO_PLACEHOLDER = "<|kimi_k25_video_placeholder|>"  # reserved: videos are not
 
 @dataclass(frozen=True)
 class TinyKimiSpec:
-    """Sizes of the tiny model. Defaults: ~1.9M parameters, fast on two CPU cores.
+    """Sizes of the tiny model. Defaults: ~1.8M parameters, fast on two CPU cores.
 
     Attention is less squeezed than the rest: with YaRN (factor 64, as in Kimi-K2.5) only the
     fastest rotary frequencies stay sharp, so 8 rotary dims left too little positional signal, and a
