@@ -39,7 +39,7 @@ class WarmStartSettings:
 
     Copy drills come first (`training.copy_drills`): 1,500 short batches in which the model's
     copying forms, which dialogues alone did not achieve. With 1,000 the outcome varied between
-    builds (0.53-0.73 nats per digit afterwards); 1,500 gave 0.20.
+    builds (0.53-0.73 nats per digit afterwards); 1,500 gave 0.20-0.23 (two builds).
     """
 
     dialogues_per_task: int = 1000
