@@ -70,8 +70,8 @@ def main() -> None:
         rows[name] = {"oracle": scripted_mean(task, "oracle"), "unhelpful": scripted_mean(task, "unhelpful"),
                       "model": quality}
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "warm_start_quality.json").write_text(json.dumps({"top_p": args.top_p, "build_seconds": build_seconds,
-                                                                 "tasks": rows}, indent=2))
+    summary = {"top_p": args.top_p, "build_seconds": build_seconds, "tasks": rows}
+    (args.results / "warm_start_quality.json").write_text(json.dumps(summary, indent=2))
     lines = ["| task | unhelpful | warm-started model | oracle | model success | well-formed turns |",
              "|---|---|---|---|---|---|"]
     for name, row in rows.items():

@@ -80,7 +80,8 @@ def main() -> None:
                for kind, values in sorted(losses.items())}
     args.results.mkdir(parents=True, exist_ok=True)
     command = f"python benchmarks/warm_start_token_loss.py --model {args.model} --seed {args.seed} --turns {args.turns}"
-    (args.results / "warm_start_token_loss.json").write_text(json.dumps({"command": command, "kinds": summary}, indent=2))
+    report = {"command": command, "kinds": summary}
+    (args.results / "warm_start_token_loss.json").write_text(json.dumps(report, indent=2))
     print(command)
     for kind, row in summary.items():
         print(f"{kind:12s} {row['tokens']:6d} tokens  mean loss {row['mean_nll']:.3f} nats  "

@@ -109,7 +109,7 @@ def test_mediocre_mistyped_id_fails_then_is_retried_correctly(task):
                 continue
             after = messages[assistant[turn + 2]]
         elif len(turns) == 2:
-            assert task == "sales"  # two wrong ids end in a question when the customer gave the id
+            assert task == "sales"  # after two wrong ids it asks, unless the id came from a tool (sales' catalog)
         (right,) = after["tool_calls"]
         assert wrong["function"]["name"] == right["function"]["name"]
         assert wrong["function"]["arguments"] != right["function"]["arguments"]

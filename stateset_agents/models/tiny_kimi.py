@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -73,13 +74,15 @@ def special_tokens() -> list[str]:
     return ordered
 
 
-def _tokenizer_dialogues(dialogues_per_task: int = 100) -> list[dict]:
-    """Scripted dialogues of every task; the tokenizer is learned from them."""
+@lru_cache(maxsize=2)
+def _tokenizer_dialogues(dialogues_per_task: int = 100) -> tuple[dict, ...]:
+    """Scripted dialogues of every task; the tokenizer's merges and whole words are learned from them
+    (cached: a build asks twice)."""
     from stateset_agents.tasks.episodes import generate_reference_dialogues
     from stateset_agents.tasks.registry import list_tasks
 
-    return [dialogue for offset, name in enumerate(list_tasks())
-            for dialogue in generate_reference_dialogues(name, dialogues_per_task, seed=1000 + offset)]
+    return tuple(dialogue for offset, name in enumerate(list_tasks())
+                 for dialogue in generate_reference_dialogues(name, dialogues_per_task, seed=1000 + offset))
 
 
 def default_tokenizer_corpus(dialogues_per_task: int = 100) -> list[str]:

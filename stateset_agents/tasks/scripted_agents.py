@@ -199,7 +199,8 @@ class MediocreAgent(OracleAgent):
                               "Can you tell me more about the problem?")
         skipping = bool(self.skip) and not self.replies
         kind, payload = self.next_step(messages, task, scenario, self.skip if skipping else ())
-        if kind == "call" and self.mistypes and (wrong := _mistyped(payload["args"], self.rng, json.dumps(scenario))) is not None:
+        wrong = _mistyped(payload["args"], self.rng, json.dumps(scenario)) if kind == "call" and self.mistypes else None
+        if wrong is not None:
             self.mistypes -= 1
             self.mistyped_turns.append(sum(m.get("role") == "assistant" for m in messages))
             return self.render((kind, {**payload, "args": wrong}), messages, task, scenario)

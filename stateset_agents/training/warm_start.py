@@ -172,7 +172,7 @@ def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSett
     drill_losses = []
     if settings.copy_drills:
         drills = copy_drills.copy_drill_examples(loaded.tokenizer, settings.copy_drills, settings.seed,
-                                     max_filler=settings.copy_drill_max_filler)
+                                                 max_filler=settings.copy_drill_max_filler)
         drill_settings = replace(settings, epochs=1, batch_rows=settings.copy_drill_batch_rows,
                                  learning_rate=settings.copy_drill_learning_rate)
         drill_losses = supervised_epochs(loaded.model, drills, loaded.tokenizer, drill_settings, log, "copy drills")
