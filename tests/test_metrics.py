@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import sys
 from pathlib import Path
 
@@ -158,7 +159,12 @@ def test_wandb_offline_run_records_logged_values(tmp_path, monkeypatch):
     run_dirs = list((out / "wandb").glob("offline-run-*"))
     assert len(run_dirs) == 1, list(out.rglob("*"))
     (run_file,) = run_dirs[0].glob("run-*.wandb")
-    history = _wandb_history(run_file)
+    # run.finish() returns once the W&B service has the records; on a cold first start the file's
+    # last block can reach the disk a moment later, so poll briefly instead of failing at once.
+    deadline, history = time.monotonic() + 30, _wandb_history(run_file)
+    while len(history) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        history = _wandb_history(run_file)
     assert [h["_step"] for h in history] == [1, 2]
     assert [h["reward/mean"] for h in history] == [0.25, 0.5]
     assert history[1]["clip/high_fraction"] == 0.0625 and history[1]["task"] == "customer_service"
