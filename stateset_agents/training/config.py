@@ -125,6 +125,10 @@ class TrainingConfig(BaseModel):
     thinking: bool = Field(True, description="Kimi thinking mode (chat_template_kwargs={'thinking': ...}).")
     system_prompt: str | None = Field(None, description=(
         "System prompt override; None = each task's own prompt (which states its tools and policies)."))
+    max_prompt_tokens: int | None = Field(None, ge=1, description=(
+        "Most tokens an episode's prompt (the conversation so far) may hold before a turn is sampled; an "
+        "episode that would exceed it ends with end reason context_limit. None = the model's maximum length "
+        "(max_position_embeddings) minus max_new_tokens."))
     rollout_concurrency: int = Field(8, ge=1, description="Episodes generated concurrently (batched).")
     use_vllm: bool = Field(False, description="Generate rollouts with vLLM instead of transformers.generate.")
     vllm_base_url: str | None = Field(None, pattern=r"^https?://", description=(
