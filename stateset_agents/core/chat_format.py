@@ -106,7 +106,7 @@ KIMI_CHAT_TEMPLATE = r"""
 ``tools``, ``add_generation_prompt`` and ``thinking`` (default true)."""
 
 # transformers copies these older names into `reasoning_content` before rendering; so do we.
-_REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
+REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
 
 
 class ChatFormat(Protocol):
@@ -130,7 +130,7 @@ class ChatFormat(Protocol):
 
 def message_reasoning(message: Mapping[str, Any]) -> Any:
     """The message's reasoning under its first non-None name (as transformers aliases it)."""
-    return next((message[key] for key in _REASONING_KEYS if message.get(key) is not None), None)
+    return next((message[key] for key in REASONING_KEYS if message.get(key) is not None), None)
 
 
 class KimiChatFormat:
@@ -362,7 +362,7 @@ def drop_stray_tokens(text: str, tokens: Sequence[str], where: str, errors: list
     """Remove special tokens from `text`, noting which ones were found."""
     if not tokens:
         return text
-    pattern, found = _token_pattern(tuple(tokens)), set()
+    pattern, found = token_pattern(tuple(tokens)), set()
     while matches := pattern.findall(text):  # repeat: removing one token can join another
         found.update(matches)
         text = pattern.sub("", text)
@@ -372,7 +372,8 @@ def drop_stray_tokens(text: str, tokens: Sequence[str], where: str, errors: list
 
 
 @lru_cache(maxsize=16)
-def _token_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:
+def token_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:
+    """Matches any of `tokens`, longest first (as tokenizers match added tokens)."""
     return re.compile("|".join(map(re.escape, sorted(set(tokens), key=len, reverse=True))))
 
 
