@@ -122,3 +122,54 @@ def test_photos_are_deterministic_small_and_differ_by_kind():
         render_photo("melted", 1)
     photo = next(s for s in get_task("customer_service").train_scenarios() if s.get("image"))
     assert scenario_image_url(photo) == scenario_image_url(dict(photo)) and len(scenario_image_url(photo)) < 4000
+
+
+# NaN / Infinity in tool arguments: Python's json reads them, and NaN fails every `amount > cap` check
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999"]
+
+
+def non_finite_call(name: str, scenario: dict, number: str) -> tuple[str, str]:
+    world = scenario["world"]
+    if name == "customer_service":
+        return "issue_refund", f'{{"order_id": "{scenario["facts"]["order_id"]}", "amount": {number}}}'
+    if name == "sales":
+        return "create_quote", f'{{"sku": "{next(iter(world["catalog"]))}", "price": {number}}}'
+    return "restart_device", f'{{"device_id": "{next(iter(world["devices"]))}", "delay": {number}}}'
+
+
+@pytest.mark.parametrize("number", NON_FINITE)
+@pytest.mark.parametrize("name", TASKS)
+def test_non_finite_tool_arguments_are_a_tool_error(name, number):
+    from stateset_agents.core.chat_format import KimiChatFormat
+
+    task = get_task(name)
+    scenario = task.train_scenarios()[0]
+    env = task.make_env(scenario)
+    env.reset()
+    tool, arguments = non_finite_call(name, scenario, number)
+    sampled = (f"r</think><|tool_calls_section_begin|><|tool_call_begin|>functions.{tool}:0"
+               f"<|tool_call_argument_begin|>{arguments}<|tool_call_end|><|tool_calls_section_end|><|im_end|>")
+    result = env.step(KimiChatFormat().parse(sampled))
+    reply = result.messages[0]["content"]
+    assert reply.startswith("error:") and "finite" in reply, reply
+    assert [action["ok"] for action in env.state["actions"]] == [False]
+    assert not any(env.state[ledger] for ledger in task.ledgers)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("tool,arguments", [
+    ("issue_refund", {"amount": None}), ("apply_discount", {"percent": None}), ("create_quote", {"price": None}),
+])
+def test_numeric_policy_checks_count_non_finite_values_as_violations(tool, arguments, value):
+    """The tools themselves refuse NaN/inf (e.g. when called from Python, not from parsed JSON)."""
+    from stateset_agents.envs.tools import ToolError
+
+    task = get_task("customer_service" if tool == "issue_refund" else "sales")
+    scenario = task.train_scenarios()[0]
+    state = task.initial_state(scenario)
+    key = scenario["facts"].get("order_id") or next(iter(scenario["world"]["catalog"]))
+    target = {"order_id": key} if tool == "issue_refund" else {"sku": key}
+    with pytest.raises(ToolError, match="finite"):
+        task.tools[tool].function(state, **target, **{name: value for name in arguments})
+    assert len(state["policy_violations"]) == 1
+    assert not any(state[ledger] for ledger in task.ledgers)

@@ -134,3 +134,22 @@ def test_generic_parsing_never_raises(text):
     for parsed in parse_generic_tool_calls(text):
         assert isinstance(parsed, ToolCall)
         assert TOOLS.call(parsed, {}).startswith(("error: ", "refunded", "["))
+
+
+def test_non_finite_numbers_are_refused_at_parsing_and_validation():
+    tools = ToolSet([issue_refund])
+    for number in ("NaN", "Infinity", "-Infinity", "1e999"):
+        [tagged] = parse_generic_tool_calls(
+            f'<tool_call>{{"name": "issue_refund", "arguments": {{"order_id": "A1", "amount": {number}}}}}</tool_call>')
+        [as_string] = parse_generic_tool_calls(
+            json.dumps({"name": "issue_refund", "arguments": f'{{"order_id": "A1", "amount": {number}}}'}))
+        for call in (tagged, as_string):
+            assert call.arguments is None and "finite" in call.error
+            assert tools.call(call, {}).startswith("error:")
+        # a bare object carrying NaN is not read as a call at all
+        assert parse_generic_tool_calls(f'{{"name": "issue_refund", "arguments": {{"amount": {number}}}}}') == []
+    # arguments built in Python (not parsed from text) are checked by the schema validation
+    for value in (float("nan"), float("inf"), 10**400):
+        state: dict = {}
+        reply = tools.call(ToolCall("c0", "issue_refund", {"order_id": "A1", "amount": value}), state)
+        assert reply.startswith("error:") and "finite number" in reply and not state

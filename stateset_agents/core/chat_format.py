@@ -13,6 +13,7 @@ what they return.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property, lru_cache
@@ -27,6 +28,7 @@ __all__ = [
     "GenericChatFormat",
     "KimiChatFormat",
     "get_chat_format",
+    "load_json",
     "message_reasoning",
     "parse_completion",
 ]
@@ -377,10 +379,31 @@ def token_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(map(re.escape, sorted(set(tokens), key=len, reverse=True))))
 
 
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows; use a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range; use a finite number")
+    return value
+
+
+# Python's json accepts NaN and Infinity (and 1e999 overflows to inf); a NaN amount slips past
+# every ``amount > cap`` policy check, so tool-call JSON is read with finite numbers only.
+FINITE_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def load_json(raw: str) -> Any:
+    """`json.loads` that raises ValueError on NaN, Infinity and numbers that overflow to inf."""
+    return FINITE_JSON.decode(raw)
+
+
 def decode_arguments(raw: str, what: str = "arguments") -> tuple[dict[str, Any] | None, str | None]:
-    """``(object, None)`` when `raw` is a JSON object, else ``(None, why)``."""
+    """``(object, None)`` when `raw` is a JSON object with finite numbers, else ``(None, why)``."""
     try:
-        value = json.loads(raw)
+        value = load_json(raw)
     except (ValueError, RecursionError) as exc:
         return None, f"{what} are not valid JSON ({exc}): {raw[:80]!r}"
     if not isinstance(value, dict):

@@ -19,6 +19,7 @@ import json
 import re
 from typing import Any
 
+from stateset_agents.core.chat_format import FINITE_JSON, load_json
 from stateset_agents.core.completion import ToolCall
 
 __all__ = ["parse_generic_tool_calls"]
@@ -49,10 +50,10 @@ def _from_block(block: str) -> _Raw | None:
     """One ``<tool_call>`` body; invalid JSON gives a call with arguments None and an error."""
     body = block.strip()
     try:
-        obj = json.loads(body)
-    except json.JSONDecodeError as exc:
+        obj = load_json(body)
+    except ValueError as exc:  # JSONDecodeError, or a non-finite number
         name = _NAME.search(body)
-        return (name.group(1) if name else "", None, body, f"invalid JSON in tool call: {exc.msg}")
+        return (name.group(1) if name else "", None, body, f"invalid JSON in tool call: {getattr(exc, 'msg', exc)}")
     if not isinstance(obj, dict):
         return ("", None, body, "tool call is not a JSON object")
     return _from_object(obj, body)
@@ -69,9 +70,9 @@ def _from_object(obj: dict[str, Any], raw: str) -> _Raw | None:
     raw_arguments = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as exc:
-            return (name, None, raw_arguments, f"arguments are not valid JSON: {exc.msg}")
+            arguments = load_json(arguments) if arguments.strip() else {}
+        except ValueError as exc:
+            return (name, None, raw_arguments, f"arguments are not valid JSON: {getattr(exc, 'msg', exc)}")
     if not isinstance(arguments, dict):
         return (name, None, raw_arguments, "arguments are not a JSON object")
     return (name, arguments, raw_arguments, None)
@@ -79,7 +80,7 @@ def _from_object(obj: dict[str, Any], raw: str) -> _Raw | None:
 
 def _bare_objects(text: str) -> list[dict[str, Any]]:
     """Top-level JSON objects (or lists of objects) in free text that carry a ``name``."""
-    decoder = json.JSONDecoder()
+    decoder = FINITE_JSON
     found: list[dict[str, Any]] = []
     position = 0
     while True:
@@ -89,7 +90,7 @@ def _bare_objects(text: str) -> list[dict[str, Any]]:
         start = min(starts)
         try:
             obj, end = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or a NaN/Infinity: not a call we will run
             position = start + 1
             continue
         items = obj if isinstance(obj, list) else [obj]

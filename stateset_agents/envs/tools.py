@@ -15,6 +15,7 @@ other exception inside the tool all come back as an ``"error: ..."`` string the 
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import types
 import typing
@@ -25,7 +26,8 @@ from typing import Any, Literal
 from stateset_agents.core.completion import ToolCall
 from stateset_agents.envs.generic_tool_calls import parse_generic_tool_calls
 
-__all__ = ["Tool", "ToolError", "ToolOutcome", "ToolSet", "parse_generic_tool_calls", "ERROR_PREFIX"]
+__all__ = ["Tool", "ToolError", "ToolOutcome", "ToolSet", "parse_generic_tool_calls", "ERROR_PREFIX",
+           "is_finite_number"]
 
 ERROR_PREFIX = "error:"
 STATE_PARAM = "state"
@@ -120,6 +122,8 @@ def _check_value(schema: dict[str, Any], value: Any) -> tuple[Any, str | None]:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif json_type == "number":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not is_finite_number(value):  # NaN fails every `amount > cap` check: never let one through
+            return value, f"must be a finite number, got {value!r:.40}"
         value = float(value) if ok else value
     elif json_type == "array":
         ok = isinstance(value, list)
@@ -134,6 +138,16 @@ def _check_value(schema: dict[str, Any], value: Any) -> tuple[Any, str | None]:
     if not ok:
         return value, f"must be {_JSON_TYPE_NAMES[json_type]}, got {_json_type_of(value)}"
     return value, None
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float that is not NaN or infinite (and fits in a float); never a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _json_type_of(value: Any) -> str:

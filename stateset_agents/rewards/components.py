@@ -8,11 +8,11 @@ assistant's ``tool_calls`` and the tool messages (a result starting with ``error
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from stateset_agents.core.chat_format import load_json
 from stateset_agents.core.trajectory import Trajectory
 from stateset_agents.envs.goals import goal_progress, required_done
 from stateset_agents.envs.tools import ERROR_PREFIX
@@ -68,8 +68,8 @@ def _decode_args(args: Any) -> dict[str, Any] | None:
     if isinstance(args, dict):
         return args
     try:
-        decoded = json.loads(args) if isinstance(args, str) else None
-    except json.JSONDecodeError:
+        decoded = load_json(args) if isinstance(args, str) else None
+    except ValueError:  # not JSON, or NaN/Infinity (never a valid action)
         return None
     return decoded if isinstance(decoded, dict) else None
 

@@ -24,12 +24,12 @@ from typing import Any, ClassVar
 
 from stateset_agents.envs.facts import COMMON_FACTS, FactSpec
 from stateset_agents.envs.task_env import TaskEnvironment, UserArg
-from stateset_agents.envs.tools import ToolSet
+from stateset_agents.envs.tools import ToolError, ToolSet, is_finite_number
 from stateset_agents.rewards.multi_objective_reward import MultiObjectiveReward
 from stateset_agents.tasks.images import scenario_image_url
 from stateset_agents.tasks.scenarios import load_scenarios
 
-__all__ = ["Task", "UniqueIds", "DATA_DIR", "SPLITS", "record_violation", "money", "scenario_text"]
+__all__ = ["Task", "UniqueIds", "DATA_DIR", "SPLITS", "record_violation", "require_finite", "money", "scenario_text"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SPLITS = ("train", "eval")
@@ -38,6 +38,15 @@ SPLITS = ("train", "eval")
 def record_violation(state: dict[str, Any], message: str) -> None:
     """Note a policy violation in the episode state (rewards penalise each one)."""
     state.setdefault("policy_violations", []).append(message)
+
+
+def require_finite(state: dict[str, Any], value: Any, what: str, policy: bool = True) -> None:
+    """Refuse a NaN or infinite `value` (a ToolError), recorded as a violation when it feeds a
+    `policy` limit: NaN fails every comparison, so ``amount > cap`` would let it through."""
+    if not is_finite_number(value):
+        if policy:
+            record_violation(state, f"{what} {value!r:.40} is not a finite number")
+        raise ToolError(f"{what} must be a finite number, got {value!r:.40}")
 
 
 def money(amount: float) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stateset_agents.envs.tools import ToolError
-from stateset_agents.tasks.base import Task, UniqueIds, money, record_violation, scenario_text
+from stateset_agents.tasks.base import Task, UniqueIds, money, record_violation, require_finite, scenario_text
 
 __all__ = ["CustomerServiceTask", "REFUND_CAP", "RETURN_WINDOW_DAYS"]
 
@@ -65,6 +65,7 @@ def issue_refund(state: dict, order_id: str, amount: float) -> str:
         amount: Amount in dollars, at most the order total.
     """
     key, order = _order(state, order_id)
+    require_finite(state, amount, f"the refund amount for order {key}")
     if amount <= 0:
         raise ToolError("the amount must be positive")
     if amount > order["total"] + 0.005:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stateset_agents.envs.tools import ToolError
-from stateset_agents.tasks.base import Task, UniqueIds, money, record_violation, scenario_text
+from stateset_agents.tasks.base import Task, UniqueIds, money, record_violation, require_finite, scenario_text
 
 __all__ = ["SalesTask", "MAX_DISCOUNT"]
 
@@ -47,6 +47,7 @@ def search_catalog(state: dict, category: str, max_price: float) -> str:
         category: laptop, phone, tablet, monitor or camera.
         max_price: The highest price in dollars.
     """
+    require_finite(state, max_price, "max_price", policy=False)
     wanted = category.strip().lower().removesuffix("s")
     hits = sorted((item["price"], sku, item) for sku, item in state["world"]["catalog"].items()
                   if item["category"] == wanted and item["price"] <= max_price)
@@ -73,6 +74,7 @@ def apply_discount(state: dict, sku: str, percent: float) -> str:
         percent: Discount in percent, e.g. 10.
     """
     key, item = _item(state, sku)
+    require_finite(state, percent, f"the discount on {key}")
     if percent <= 0:
         raise ToolError("the percent must be positive")
     if percent > MAX_DISCOUNT:
@@ -90,6 +92,7 @@ def create_quote(state: dict, sku: str, price: float) -> str:
         price: The quoted price in dollars (the current price of the item).
     """
     key, item = _item(state, sku)
+    require_finite(state, price, f"the quoted price for {key}")
     approved = _approved_price(state, key, item)
     if price < approved - 0.01:
         record_violation(state, f"quote for {key} at {money(price)}, below the approved {money(approved)}")

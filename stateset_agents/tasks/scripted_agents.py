@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from stateset_agents.core.chat_format import load_json
 from stateset_agents.core.completion import ParsedCompletion, ToolCall
 from stateset_agents.envs.facts import fact_revealed_in, fact_spec
 from stateset_agents.envs.goals import args_match
@@ -69,8 +70,8 @@ def read_progress(messages: list[dict[str, Any]], scenario: dict[str, Any]) -> P
 
 def _arguments(function: dict[str, Any]) -> dict[str, Any]:
     try:
-        decoded = json.loads(function.get("arguments") or "{}")
-    except json.JSONDecodeError:
+        decoded = load_json(function.get("arguments") or "{}")
+    except ValueError:
         return {}
     return decoded if isinstance(decoded, dict) else {}
 
