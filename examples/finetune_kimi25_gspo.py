@@ -11,20 +11,13 @@ stateset_agents/training/kimi25_config.py) -> GSPOTrainer -> metrics, checkpoint
 import argparse
 import sys
 
-from stateset_agents.cli import add_training_flags, config_from_args, run_training
+from stateset_agents.cli import add_training_flags, train_from_args
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_flags(parser)
-    args = parser.parse_args()
-    try:
-        config = config_from_args(args)
-    except ValueError as error:
-        print(f"error: invalid configuration:\n{error}", file=sys.stderr)
-        return 2
-    print(f"Training {config.model_name} on {config.task} -> {config.output_dir}")
-    return run_training(config)
+    return train_from_args(parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -13,67 +13,111 @@ from typing import Sequence
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """The guide's flags (plus --iterations, --resume, --config)."""
-    parser.add_argument("--model", default="tiny-kimi-k2.5",
-                        help="model name: embedded (tiny-kimi-k2.5), local directory, or hub id (moonshotai/Kimi-K2.5)")
-    parser.add_argument("--task", default="customer_service",
-                        help="customer_service, technical_support, sales, or a comma-separated sequence")
-    parser.add_argument("--use-lora", action="store_true", help="train LoRA adapters (recommended)")
-    parser.add_argument("--use-4bit", action="store_true", help="load the base model 4-bit with bitsandbytes (QLoRA; CUDA only)")
-    parser.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
+    """The guide's flags (plus --iterations, --resume, --config). Every default is None, so a flag
+    that was given always wins over --config or a resumed run's config, even when it equals a default."""
+    parser.add_argument("--model", default=None,
+                        help="model name: embedded (tiny-kimi-k2.5, the default), local directory, or hub id "
+                             "(moonshotai/Kimi-K2.5)")
+    parser.add_argument("--task", default=None,
+                        help="customer_service (default), technical_support, sales, or a comma-separated sequence")
+    parser.add_argument("--use-lora", action="store_true", default=None, help="train LoRA adapters (recommended)")
+    parser.add_argument("--use-4bit", action="store_true", default=None,
+                        help="load the base model 4-bit with bitsandbytes (QLoRA; CUDA only)")
+    parser.add_argument("--wandb", action="store_true", default=None, help="log to Weights & Biases")
     parser.add_argument("--wandb-project", default=None, help="W&B project name")
     parser.add_argument("--output-dir", default=None, help="where config, metrics, checkpoints and the report go")
     parser.add_argument("--iterations", type=int, default=None, help="outer iterations (num_outer_iterations)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
+    parser.add_argument("--resume", action="store_true", default=None,
+                        help="continue the run in --output-dir as it was configured (its config.yaml)")
     parser.add_argument("--config", default=None, help="a TrainingConfig YAML/JSON file; flags given override it")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the checkpoint")
+    parser.add_argument("--trust-remote-code", action="store_true", default=None,
+                        help="allow model code shipped with the checkpoint")
     parser.add_argument("--seed", type=int, default=None)
 
 
+# flag -> TrainingConfig field (--wandb, --config and --resume are handled apart)
+FLAG_FIELDS = {
+    "model": "model_name", "task": "task", "use_lora": "use_lora", "use_4bit": "use_4bit",
+    "output_dir": "output_dir", "iterations": "num_outer_iterations", "trust_remote_code": "trust_remote_code",
+    "seed": "seed", "wandb_project": "wandb_project",
+}
+
+
 def config_from_args(args: argparse.Namespace):
-    """A validated TrainingConfig: the file (if any) or the Kimi preset, then the flags on top."""
+    """A validated TrainingConfig: the --config file, or with --resume the run's saved config, or the
+    Kimi preset; the flags that were given go on top. Raises ValueError with a message for the user."""
     from stateset_agents.training.config import TrainingConfig
     from stateset_agents.training.kimi25_config import get_kimi25_config
+    from stateset_agents.training.run_dir import saved_run_config
 
-    overrides = {
-        "use_4bit": args.use_4bit or None,
-        "num_outer_iterations": args.iterations,
-        "resume": args.resume or None,
-        "trust_remote_code": args.trust_remote_code or None,
-        "seed": args.seed,
-        "wandb_project": args.wandb_project,
-    }
-    overrides = {key: value for key, value in overrides.items() if value is not None}
+    given = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items() if getattr(args, flag) is not None}
+    if args.resume:
+        given["resume"] = True
+    task = given.get("task", "customer_service")
+    output_dir = given.get("output_dir") or f"./outputs/{task.replace(',', '_')}_gspo"
+    saved = saved_run_config(output_dir) if args.resume and not args.config else None
     if args.config:
-        config = TrainingConfig.from_file(args.config)
-        flags = {"model_name": args.model if args.model != "tiny-kimi-k2.5" else None, "task": args.task
-                 if args.task != "customer_service" else None, "output_dir": args.output_dir}
-        values = {**config.model_dump(), **{k: v for k, v in flags.items() if v is not None}, **overrides}
-        if args.use_lora:
-            values["use_lora"] = True
-        config = TrainingConfig(**values)
+        config = TrainingConfig.from_file(args.config).replace(**given)
+    elif saved is not None:  # --resume: the run continues exactly as configured, flags are checked against it
+        config = saved.replace(**given)
     else:
-        output_dir = args.output_dir or f"./outputs/{args.task.replace(',', '_')}_gspo"
-        config = get_kimi25_config(model_name=args.model, task=args.task, use_lora=args.use_lora,
-                                   output_dir=output_dir, **overrides)
+        preset = {"model_name": "tiny-kimi-k2.5", "use_lora": False, **given, "output_dir": output_dir}
+        config = get_kimi25_config(**preset)
     if args.wandb and "wandb" not in config.report_to:
-        config = config.model_copy(update={"report_to": [*config.report_to, "wandb"]})
-        config = TrainingConfig(**config.model_dump())
+        config = config.replace(report_to=[*config.report_to, "wandb"])
     return config
+
+
+def describe_config(config) -> str:
+    """The settings that differ from TrainingConfig's defaults, one per line (all are in config.yaml)."""
+    from stateset_agents.training.config import TrainingConfig
+
+    defaults = TrainingConfig.model_construct().model_dump(mode="json")
+    values = config.model_dump(mode="json")
+    changed = [f"  {name}: {_short(values[name])}" for name in values if values[name] != defaults[name]]
+    return "\n".join(["Effective config (settings that differ from the defaults):", *changed])
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def run_training(config) -> int:
     from stateset_agents.models.loading import ModelNotAvailableError, UnsupportedSettingError
+    from stateset_agents.tasks.registry import UnknownTaskError
+    from stateset_agents.training.run_dir import RunDirectoryError
     from stateset_agents.training.trainer import GSPOTrainer
 
+    print(describe_config(config))
     try:
         trainer = GSPOTrainer(config)
-    except (ModelNotAvailableError, UnsupportedSettingError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (ModelNotAvailableError, UnsupportedSettingError, UnknownTaskError, RunDirectoryError) as error:
+        return fail(str(error))
     result = trainer.train()
     print(f"Done. Metrics: {result.output_dir / 'metrics.jsonl'}  Report: {result.output_dir / 'report.md'}")
     return 0
+
+
+def fail(message: str) -> int:
+    """Print one `error: ...` line and return the usage-error exit status."""
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def train_from_args(args: argparse.Namespace) -> int:
+    """Flags -> config -> training, with every bad input reported as one `error:` line (exit status 2)."""
+    from pydantic import ValidationError
+
+    from stateset_agents.training.config import describe_validation_error
+
+    try:
+        config = config_from_args(args)
+    except ValidationError as error:  # say which field, without pydantic's boilerplate
+        return fail(f"invalid configuration: {describe_validation_error(error)}")
+    except ValueError as error:  # a config file that is missing or not YAML/JSON
+        return fail(str(error))
+    return run_training(config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,12 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--name", default="tiny-kimi-k2.5", choices=["tiny-kimi-k2.5", "tiny-kimi-k2.5-base"])
     args = parser.parse_args(argv)
     if args.command == "train":
-        try:
-            config = config_from_args(args)
-        except ValueError as error:  # pydantic's ValidationError is a ValueError: say which field
-            print(f"error: invalid configuration:\n{error}", file=sys.stderr)
-            return 2
-        return run_training(config)
+        return train_from_args(args)
     if args.command == "build-tiny-model":
         from stateset_agents.models.registry import ensure_embedded_model
 

@@ -29,6 +29,10 @@ class ModelNotAvailableError(RuntimeError):
     """The model could not be found locally and could not be downloaded."""
 
 
+class ModelFilesError(ModelNotAvailableError):
+    """The model directory exists but its files cannot be used (bad config.json, missing or damaged weights)."""
+
+
 class UnsupportedSettingError(RuntimeError):
     """A requested setting (bf16, flash attention, 4-bit, vLLM) is not available on this machine."""
 
@@ -121,7 +125,37 @@ def _download_from_hub(repo_id: str) -> str:
 
 
 def _read_config(path: str) -> dict[str, Any]:
-    return json.loads(Path(path, "config.json").read_text())
+    config_file = Path(path, "config.json")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelFilesError(f"{config_file} is not valid JSON (line {error.lineno}, column {error.colno}: "
+                              f"{error.msg}); restore it from the model's original files") from None
+    if not isinstance(config, dict):
+        raise ModelFilesError(f"{config_file} must hold a JSON object, not {type(config).__name__}")
+    return config
+
+
+def check_weight_files(path: str) -> list[Path]:
+    """The directory's safetensors files, each with a readable header covering the whole file.
+
+    A missing or truncated file fails here with the file's name instead of deep inside
+    `from_pretrained`. Pickled `.bin` weights are never loaded (they can run code)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        pickled = sorted(p.name for p in Path(path).glob("*.bin"))
+        hint = (f" It has {', '.join(pickled)}: pickled weights are not loaded; convert them to safetensors."
+                if pickled else " Copy the model's *.safetensors files there, or pass another --model.")
+        raise ModelFilesError(f"{path} has no weights (no *.safetensors file).{hint}")
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as error:  # safetensors raises its own error type for a bad header or a short file
+            raise ModelFilesError(f"{file} is truncated or damaged ({error}); download or copy it again") from None
+    return files
 
 
 def _quantization_config(settings: LoadSettings, device: torch.device, raw_config: dict[str, Any]):
@@ -180,6 +214,7 @@ def load_model(name_or_path: str, settings: LoadSettings | None = None) -> Loade
     settings = settings or LoadSettings()
     path = resolve_model_path(name_or_path)
     raw_config = _read_config(path)
+    check_weight_files(path)
     is_kimi = raw_config.get("model_type") in KIMI_MODEL_TYPES
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)

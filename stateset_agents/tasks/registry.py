@@ -7,10 +7,14 @@ from stateset_agents.tasks.customer_service import CustomerServiceTask
 from stateset_agents.tasks.sales import SalesTask
 from stateset_agents.tasks.technical_support import TechnicalSupportTask
 
-__all__ = ["get_task", "list_tasks", "register_task"]
+__all__ = ["UnknownTaskError", "get_task", "list_tasks", "register_task"]
 
 _TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (CustomerServiceTask, TechnicalSupportTask, SalesTask)}
 _INSTANCES: dict[str, Task] = {}
+
+
+class UnknownTaskError(ValueError):
+    """No task is registered under the requested name."""
 
 
 def register_task(cls: type[Task]) -> type[Task]:
@@ -28,7 +32,8 @@ def list_tasks() -> list[str]:
 def get_task(name: str) -> Task:
     """The task called `name` (one shared instance per name; tasks hold no episode state)."""
     if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(list_tasks())}")
+        raise UnknownTaskError(f"unknown task {name!r}; valid tasks: {', '.join(list_tasks())} "
+                               f"(or register your own with stateset_agents.tasks.registry.register_task)")
     if name not in _INSTANCES:
         _INSTANCES[name] = _TASKS[name]()
     return _INSTANCES[name]

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["TrainingConfig", "CONTINUAL_STRATEGIES"]
+__all__ = ["TrainingConfig", "CONTINUAL_STRATEGIES", "describe_validation_error"]
 
 CONTINUAL_STRATEGIES = ("none", "replay", "lwf", "replay_lwf")
 DEFAULT_MODEL = "tiny-kimi-k2.5"
@@ -38,7 +38,9 @@ _MISSING = object()
 class TrainingConfig(BaseModel):
     """All settings of a training run. Defaults suit the embedded tiny Kimi-K2.5 on CPU."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # allow_inf_nan=False: `lora_alpha: .inf` or `kl_beta: .nan` in a YAML file would otherwise be accepted
+    # and silently train nothing (or NaN)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
     # --- run -----------------------------------------------------------------------------------
     model_name: str = Field(DEFAULT_MODEL, min_length=1, description=(
@@ -202,7 +204,7 @@ class TrainingConfig(BaseModel):
     # --- cross-field validators ------------------------------------------------------------------
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainingConfig:
-        for check in (_check_batch_geometry, _check_lora, _check_vllm, _check_continual):
+        for check in (_check_batch_geometry, _check_clip_range, _check_lora, _check_vllm, _check_continual):
             check(self)
         return self
 
@@ -265,7 +267,14 @@ class TrainingConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainingConfig:
-        return cls._from_mapping(yaml.safe_load(Path(path).read_text()), path)
+        try:
+            data = yaml.safe_load(_read_config_text(path))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ValueError(f"{path}: YAML syntax error{where}: {problem}") from None
+        return cls._from_mapping(data, path)
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainingConfig:
@@ -274,7 +283,12 @@ class TrainingConfig(BaseModel):
         if suffix in (".yaml", ".yml"):
             return cls.from_yaml(path)
         if suffix == ".json":
-            return cls._from_mapping(json.loads(Path(path).read_text()), path)
+            try:
+                data = json.loads(_read_config_text(path))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: JSON syntax error at line {error.lineno}, column {error.colno}: "
+                                 f"{error.msg}") from None
+            return cls._from_mapping(data, path)
         raise ValueError(f"config file must end in .yaml, .yml or .json: {path}")
 
     @classmethod
@@ -282,6 +296,24 @@ class TrainingConfig(BaseModel):
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of TrainingConfig fields, got {type(data).__name__}")
         return cls(**data)
+
+
+def _read_config_text(path: str | Path) -> str:
+    if not Path(path).is_file():
+        raise ValueError(f"config file {path} does not exist (or is not a file)")
+    return Path(path).read_text()
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, as `field: message`, without pydantic's boilerplate."""
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if not isinstance(item.get("input"), (dict, list)) and item["type"] != "value_error":
+            message += f" (got {item.get('input')!r})"
+        problems.append(f"{field}: {message}" if field else message)
+    return "; ".join(problems)
 
 
 def _unknown_field_message(key: str) -> str:
@@ -307,11 +339,40 @@ def _check_batch_geometry(config: TrainingConfig) -> None:
             f"{steps * per_step}; make them equal (or leave minibatches_per_rollout unset to derive it)."
         )
     if steps is None and episodes % per_step:
-        raise ValueError(
-            f"{geometry} is not a multiple of {step}; change scenarios_per_iteration or gradient_accumulation_steps."
-        )
+        raise ValueError(f"{geometry} is not a multiple of {step}; {_geometry_fixes(config)}.")
     if config.optimizer_steps_per_rollout() == 1:
         _warn_single_step(geometry, step)
+
+
+def _geometry_fixes(config: TrainingConfig) -> str:
+    """Concrete values for each of the numbers that can make the rollout a whole number of steps."""
+    groups, size = config.scenarios_per_iteration, config.num_generations
+    micro, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
+    per_step = micro * accumulation
+    fixes = [f"scenarios_per_iteration={_next_multiple(groups, lambda s: s * size % per_step == 0)}"]
+    fixes.append(f"num_generations={_next_multiple(size, lambda g: groups * g % per_step == 0)}")
+    episodes = groups * size
+    if episodes % micro == 0:
+        divisors = [a for a in range(1, episodes // micro + 1) if (episodes // micro) % a == 0]
+        best = min(divisors, key=lambda a: (abs(a - accumulation), a))
+        fixes.append(f"gradient_accumulation_steps={best}")
+    fixes.append(f"or minibatches_per_rollout with a per_device_train_batch_size * gradient_accumulation_steps "
+                 f"that divides {episodes}")
+    return "for example set " + ", or ".join(fixes[:-1]) + ", " + fixes[-1]
+
+
+def _next_multiple(start: int, fits: Any) -> int:
+    """The smallest value >= start that `fits` (there always is one below start * 1024)."""
+    return next(value for value in range(start, start * 1024 + 1) if fits(value))
+
+
+def _check_clip_range(config: TrainingConfig) -> None:
+    if config.clip_epsilon_low == 0 and config.clip_epsilon_high == 0:
+        raise ValueError(
+            "clip_epsilon_low = clip_epsilon_high = 0: the clipped ratio is always exactly 1, so once the policy "
+            "moves every token's gradient is clipped away and later optimizer steps train nothing. Use GSPO's "
+            "range (clip_epsilon_low=3e-4, clip_epsilon_high=4e-4) or GRPO's (0.2, 0.2)."
+        )
 
 
 def _warn_single_step(geometry: str, step: str) -> None:
@@ -346,6 +407,15 @@ def _check_vllm(config: TrainingConfig) -> None:
 
 def _check_continual(config: TrainingConfig) -> None:
     strategy = config.continual_strategy
+    if strategy != "none" and len(config.task_sequence) == 1:
+        warnings.warn(
+            f"continual_strategy={strategy!r} with the single task {config.task!r}: replay and LwF act only at "
+            "a task boundary, so this run neither replays nor distils. Give a task sequence, e.g. "
+            "task='customer_service,sales' (--task customer_service,sales), to keep earlier tasks while learning "
+            "later ones.",
+            UserWarning,
+            stacklevel=4,
+        )
     if "replay" in strategy and config.replay_ratio <= 0:
         raise ValueError(f"continual_strategy={strategy!r} replays episodes: set replay_ratio in (0, 1).")
     if "lwf" in strategy and config.kl_penalty_beta <= 0:

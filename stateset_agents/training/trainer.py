@@ -33,6 +33,7 @@ from stateset_agents.training.continual import ContinualLearner, lwf_kl, rows_fr
 from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
 from stateset_agents.training.evaluation import evaluate, is_success, summarize
 from stateset_agents.training.policy import build_optimizer, prepare_policy, reference_context
+from stateset_agents.training.run_dir import check_run_directory
 from stateset_agents.training.scenarios import ScenarioSampler
 from stateset_agents.training.update import (
     MicroBatch, fill_reference_logprobs, make_micro_batch, optimizer_step, rows_from_trajectories, split_episodes,
@@ -96,6 +97,9 @@ class GSPOTrainer:
         self.log = log
         self.output_dir = Path(config.output_dir)
         self.tasks = [get_task(name) for name in config.task_sequence]
+        # before the model loads (minutes for a real checkpoint) and before anything is written
+        for change in check_run_directory(config):
+            log(f"resume: {change} (allowed on resume; recorded in config.yaml)")
         self.custom_reward = reward_fn
         seed_everything(config.seed)
         self.agent = agent or Agent(agent_config_for(config))
