@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,18 @@ def demo_config(output_dir: str, iterations: int, seed: int, task: str = "custom
                              num_outer_iterations=iterations, seed=seed, **DEMO_OVERRIDES)
 
 
+def replace_earlier_demo(config) -> None:
+    """Delete an earlier demo run in config.output_dir (a new demo starts from the warm start); a
+    directory holding any other run is left alone, and the trainer then refuses it."""
+    from stateset_agents.training.run_dir import saved_run_config
+
+    saved = saved_run_config(config.output_dir)
+    free = {"seed", "num_outer_iterations", "resume"}
+    if saved is not None and saved.model_dump(exclude=free) == config.model_dump(exclude=free):
+        print(f"Replacing the earlier demo run in {config.output_dir}")
+        shutil.rmtree(config.output_dir)
+
+
 def held_out(trainer, samples_per_scenario: int, seed: int) -> dict:
     from stateset_agents.training.evaluation import evaluate
 
@@ -56,6 +69,7 @@ def run_demo(output_dir: str, iterations: int, seed: int, samples_per_scenario: 
     started = time.perf_counter()
     ensure_embedded_model("tiny-kimi-k2.5")
     config = demo_config(output_dir, iterations, seed)
+    replace_earlier_demo(config)
     trainer = GSPOTrainer(config)
     print("Evaluating the warm-started model on held-out scenarios ...")
     before = held_out(trainer, samples_per_scenario, seed=10_000 + seed)

@@ -182,3 +182,17 @@ def test_a_fresh_run_refuses_a_directory_that_holds_a_run(sales_run, capsys):
     line = error_line(capsys)
     assert "already holds a run (checkpoint iter_000001)" in line and "--resume" in line
     assert snapshot(sales_run) == before
+
+
+def test_a_second_demo_replaces_the_first_but_no_other_run(tmp_path):
+    from stateset_agents.demo import demo_config, replace_earlier_demo
+
+    earlier, other = tmp_path / "demo", tmp_path / "other"
+    demo_config(str(earlier), iterations=12, seed=0).save(earlier)
+    demo_config(str(other), iterations=12, seed=0).replace(learning_rate=1e-3).save(other)
+    for run in (earlier, other):
+        (run / "checkpoints" / "iter_000004").mkdir(parents=True)
+        (run / "checkpoints" / "iter_000004" / "COMPLETE").write_text("4")
+    replace_earlier_demo(demo_config(str(earlier), iterations=6, seed=1))
+    replace_earlier_demo(demo_config(str(other), iterations=12, seed=0))
+    assert not earlier.exists() and (other / "checkpoints" / "iter_000004").is_dir()

@@ -37,13 +37,14 @@ def test_guide_snippets_are_accepted_unchanged():
     )
     assert manual.effective_batch_size == 16
     assert manual.optimizer_steps_per_rollout() == 2  # 4 scenarios x 8 = 32 episodes / 16
-    continual = TrainingConfig(
-        model_name="moonshotai/Kimi-K2.5",
-        continual_strategy="replay_lwf",
-        replay_buffer_size=2000,
-        replay_ratio=0.5,
-        kl_penalty_beta=0.1,
-    )
+    with pytest.warns(UserWarning, match="single task 'customer_service'.*neither replays nor distils.*task sequence"):
+        continual = TrainingConfig(  # the guide's snippet trains one task: accepted, with a warning that says so
+            model_name="moonshotai/Kimi-K2.5",
+            continual_strategy="replay_lwf",
+            replay_buffer_size=2000,
+            replay_ratio=0.5,
+            kl_penalty_beta=0.1,
+        )
     assert continual.continual_strategy == "replay_lwf" and continual.task_sequence == ["customer_service"]
 
 
@@ -86,6 +87,15 @@ def test_rejected_assignment_leaves_the_config_unchanged():
         (dict(lora_dropout=0.05), "PEFT target_parameters, which refuses dropout.*lora_dropout=0.0"),
         (dict(use_4bit=True, use_lora=False), "needs use_lora=True"),
         (dict(scenarios_per_iteration=3, gradient_accumulation_steps=4), "is not a multiple of"),
+        # every geometry error names a value for each number that could fix it
+        (dict(num_generations=3), "set scenarios_per_iteration=8, or num_generations=4, or gradient_accumulation_steps=1"),
+        (dict(num_generations=2, scenarios_per_iteration=1, per_device_train_batch_size=1,
+              gradient_accumulation_steps=16), "scenarios_per_iteration=8, or num_generations=16, or "
+                                               "gradient_accumulation_steps=2"),
+        (dict(clip_epsilon_low=0.0, clip_epsilon_high=0.0), "clipped ratio is always exactly 1"),
+        (dict(lora_alpha=float("inf")), "finite number"),
+        (dict(kl_beta=float("inf")), "finite number"),
+        (dict(max_grad_norm=float("nan")), "finite number"),
         (dict(minibatches_per_rollout=3), "minibatches_per_rollout=3 steps of 8 episodes .* make 24"),
         (dict(task="sales,,technical_support"), "empty name"),
         (dict(lora_target_modules=[]), "non-empty list"),

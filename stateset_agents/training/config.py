@@ -407,15 +407,6 @@ def _check_vllm(config: TrainingConfig) -> None:
 
 def _check_continual(config: TrainingConfig) -> None:
     strategy = config.continual_strategy
-    if strategy != "none" and len(config.task_sequence) == 1:
-        warnings.warn(
-            f"continual_strategy={strategy!r} with the single task {config.task!r}: replay and LwF act only at "
-            "a task boundary, so this run neither replays nor distils. Give a task sequence, e.g. "
-            "task='customer_service,sales' (--task customer_service,sales), to keep earlier tasks while learning "
-            "later ones.",
-            UserWarning,
-            stacklevel=4,
-        )
     if "replay" in strategy and config.replay_ratio <= 0:
         raise ValueError(f"continual_strategy={strategy!r} replays episodes: set replay_ratio in (0, 1).")
     if "lwf" in strategy and config.kl_penalty_beta <= 0:
@@ -424,4 +415,13 @@ def _check_continual(config: TrainingConfig) -> None:
         raise ValueError(
             f"continual_strategy={strategy!r} keeps the previous task's policy as a second frozen LoRA "
             "adapter: set use_lora=True."
+        )
+    if strategy != "none" and len(config.task_sequence) == 1:
+        warnings.warn(
+            f"continual_strategy={strategy!r} with the single task {config.task!r}: replay and LwF act only at "
+            "a task boundary, so this run neither replays nor distils. Give a task sequence, e.g. "
+            "task='customer_service,sales' (--task customer_service,sales), to keep earlier tasks while learning "
+            "later ones.",
+            UserWarning,
+            stacklevel=4,
         )
