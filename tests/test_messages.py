@@ -151,3 +151,29 @@ def test_image_to_data_url_round_trips(red):
     url = image_to_data_url(red)
     assert url.startswith("data:image/png;base64,")
     assert load_image(url).tobytes() == red.tobytes()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A few bytes of PNG claiming `width` x `height` (1-bit grey): cheap to build, huge to decode."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [20000, 9000])
+def test_huge_images_are_refused_before_decoding(tmp_path, side):
+    import base64
+
+    data = png_header_only(side, side)
+    path = tmp_path / "huge.png"
+    path.write_bytes(data)
+    url = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    for source in (path, url):
+        # 9000: our header check; 20000: Pillow's own check in open(), turned into ImageLoadError
+        with pytest.raises(ImageLoadError, match="more than the limit of 64,000,000|too large to decode"):
+            load_image(source)

@@ -47,6 +47,10 @@ class AgentConfig(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling; 1.0 = off.")
     top_k: int = Field(default=0, ge=0, description="Top-k sampling; 0 = off.")
     trust_remote_code: bool = Field(default=False, description="Run model code shipped with the checkpoint.")
+    max_prompt_tokens: int | None = Field(
+        default=None, ge=1, description="Most tokens a prompt may hold; None = the model's "
+        "max_position_embeddings minus max_new_tokens. Rollouts end longer episodes (context_limit).",
+    )
 
     @field_validator("system_prompt", mode="before")
     @classmethod
@@ -80,6 +84,10 @@ class AgentConfig(BaseModel):
         if self.temperature is not None:
             return self.temperature
         return 1.0 if self.thinking else 0.6
+
+
+class PromptTooLongError(ValueError):
+    """A generation request whose prompt is over the agent's prompt-token limit."""
 
 
 class Agent:
@@ -159,6 +167,33 @@ class Agent:
         values.update(overrides)
         return SamplingSettings(**values)
 
+    def prompt_token_limit(self, max_new_tokens: int | None = None) -> int | None:
+        """Most tokens a prompt may hold: `max_prompt_tokens`, else the model's maximum length
+        minus the tokens to sample (None when the model states no maximum)."""
+        if self.config.max_prompt_tokens is not None:
+            return self.config.max_prompt_tokens
+        positions = _max_positions(self.model)
+        return None if positions is None else positions - (max_new_tokens or self.config.max_new_tokens)
+
+    def check_prompt_lengths(self, prompts: list, max_new_tokens: int | None = None) -> None:
+        """Raise `PromptTooLongError` (naming the lengths and the setting) before anything is
+        allocated for a prompt over the limit: a 300k-token prompt would need ~90 GB."""
+        limit = self.prompt_token_limit(max_new_tokens)
+        too_long = [(i, len(p.input_ids)) for i, p in enumerate(prompts) if limit is not None and len(p.input_ids) > limit]
+        if not too_long:
+            return
+        index, length = too_long[0]
+        if self.config.max_prompt_tokens is not None:
+            source = "max_prompt_tokens"
+        else:
+            new = max_new_tokens or self.config.max_new_tokens
+            source = (f"the model's max_position_embeddings {_max_positions(self.model)} minus max_new_tokens {new}; "
+                      "set max_prompt_tokens to choose another limit")
+        raise PromptTooLongError(
+            f"prompt {index} has {length} tokens, more than the limit of {limit} ({source}); "
+            f"{len(too_long)} of {len(prompts)} prompts are over it. Shorten the conversation or raise max_prompt_tokens."
+        )
+
     # -- generation ----------------------------------------------------------------------
     def with_system_prompt(self, messages: list[dict]) -> list[dict]:
         if self.config.system_prompt is None or (messages and messages[0].get("role") == "system"):
@@ -179,7 +214,9 @@ class Agent:
 
     def generate_encoded(self, prompts: list, **sampling) -> list[TurnSample]:
         """Like `generate`, for prompts already encoded (e.g. each with its own tool declarations)."""
-        samples = self.generator.generate(prompts, self.sampling(**sampling))
+        settings = self.sampling(**sampling)
+        self.check_prompt_lengths(prompts, settings.max_new_tokens)
+        samples = self.generator.generate(prompts, settings)
         return [
             TurnSample(
                 prompt_ids=sample.prompt.input_ids,
@@ -201,3 +238,11 @@ class Agent:
         """The visible answer to one conversation (async, for use inside event loops)."""
         parsed = await asyncio.to_thread(self.respond, messages, None, **sampling)
         return parsed.content
+
+
+def _max_positions(model) -> int | None:
+    """The text model's `max_position_embeddings` (multimodal configs keep it in the text config)."""
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    value = getattr(text_config, "max_position_embeddings", None)
+    return value if isinstance(value, int) else None

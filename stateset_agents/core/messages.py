@@ -27,6 +27,9 @@ ROLES = ("system", "user", "assistant", "tool")
 TEXT_PART_TYPES = ("text",)
 IMAGE_PART_TYPES = ("image_url", "image")
 IMAGE_ROLES = ("user", "tool")
+# Larger pictures are refused from their header, before decoding (a 20000x20000 PNG of a few KB
+# would decode to 1.2 GB); Kimi's processor downscales to at most 7168 pixels a side anyway.
+MAX_IMAGE_PIXELS = 64_000_000
 
 Message = dict[str, Any]
 
@@ -238,10 +241,21 @@ def _open_path(path: Path) -> Image.Image:
 
 def _open_bytes(data: bytes, what: str) -> Image.Image:
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise _too_large(what, width, height)
             return image.convert("RGB")
+    except Image.DecompressionBombError as exc:  # Pillow's own check, in open(), for huge headers
+        raise ImageLoadError(f"{what} is too large to decode ({exc}); the limit is {MAX_IMAGE_PIXELS:,} pixels. "
+                             "Downscale the image first.") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ImageLoadError(f"{what} is not a readable image: {exc}") from exc
+
+
+def _too_large(what: str, width: int, height: int) -> ImageLoadError:
+    return ImageLoadError(f"{what} is {width}x{height} pixels, more than the limit of {MAX_IMAGE_PIXELS:,}; "
+                          "downscale the image first (the model sees at most 7168 pixels a side).")
 
 
 def image_to_data_url(image: Image.Image) -> str:

@@ -27,9 +27,10 @@ from stateset_agents.core.completion import ParsedCompletion
 
 __all__ = ["Environment", "StepResult", "END_REASONS"]
 
-END_REASONS = ("success", "user_done", "user_gave_up", "max_turns", "")
+END_REASONS = ("success", "user_done", "user_gave_up", "max_turns", "context_limit", "")
 """Why an episode ended ('' while it is running). ``user_done``: an LLM user said [DONE] although
-the goal was not met in the environment state."""
+the goal was not met in the environment state. ``context_limit``: the rollout ended it because its
+next prompt was over the prompt-token limit (`Environment.end`)."""
 
 
 @dataclass
@@ -64,6 +65,11 @@ class Environment(ABC):
     async def astep(self, turn: ParsedCompletion) -> StepResult:
         """Async `step`, for users backed by async chat models. Defaults to `step`."""
         return self.step(turn)
+
+    def end(self, reason: str) -> dict[str, Any]:
+        """End the episode from outside (e.g. ``context_limit``); returns the final state snapshot.
+        Environments without a state return an empty dict."""
+        return {}
 
     def tool_schemas(self) -> list[dict[str, Any]]:
         """OpenAI-style tool schemas to render into the chat template (none by default)."""

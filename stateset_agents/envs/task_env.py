@@ -84,6 +84,9 @@ class TaskEnvironment(Environment):
     def tool_schemas(self) -> list[dict[str, Any]]:
         return self.task.tools.schemas()
 
+    def end(self, reason: str) -> dict[str, Any]:
+        return self._result([], reason).state
+
     def reset(self) -> list[dict[str, Any]]:
         if self._started:
             raise RuntimeError("environments are single-use; make a new one with task.make_env(scenario)")

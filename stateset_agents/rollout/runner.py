@@ -2,7 +2,9 @@
 
 All live conversations (up to `concurrency`) are sampled in a single `generate` call; each
 episode then steps its own environment (tools run, the simulated user replies). Finished
-episodes leave the batch and waiting ones take their place, so the batch stays full.
+episodes leave the batch and waiting ones take their place, so the batch stays full. An episode
+whose next prompt is over the agent's prompt-token limit ends there, with end reason
+``context_limit`` (its turns so far are scored and trained like any ended episode).
 """
 
 from __future__ import annotations
@@ -61,10 +63,18 @@ def run_episodes(
             index, spec = pending.popleft()
             env = spec.task.make_env(spec.scenario, max_turns=max_turns)
             live[index] = _LiveEpisode(spec, env, list(env.reset()))
+        # each conversation declares its own task's tools; mixed tasks still share one generate call
+        prompts = {i: agent.encode(e.messages, e.spec.task.tools.schemas()) for i, e in live.items()}
+        limit = agent.prompt_token_limit(sampling.get("max_new_tokens"))
+        for index in [i for i, prompt in prompts.items() if limit is not None and len(prompt.input_ids) > limit]:
+            finished[index] = _end(live.pop(index), "context_limit")
+            stats.episodes += 1
+            if on_episode_done is not None:
+                on_episode_done(finished[index])
         order = list(live)
-        tools = live[order[0]].spec.task.tools.schemas()
-        same_tools = all(live[i].spec.task is live[order[0]].spec.task for i in order)
-        turns = _generate(agent, [live[i] for i in order], tools if same_tools else None, sampling)
+        if not order:
+            continue
+        turns = agent.generate_encoded([prompts[i] for i in order], **sampling)
         stats.generate_calls += 1
         stats.batch_sizes.append(len(order))
         for index, turn in zip(order, turns):
@@ -81,14 +91,6 @@ def run_episodes(
     return [finished[i] for i in range(len(specs))], stats
 
 
-def _generate(agent, episodes: list[_LiveEpisode], tools, sampling) -> list[TurnSample]:
-    if tools is not None:
-        return agent.generate([e.messages for e in episodes], tools=tools, **sampling)
-    # mixed tasks in one batch: each conversation declares its own tools, still one generate call
-    prompts = [agent.encode(e.messages, e.spec.task.tools.schemas()) for e in episodes]
-    return agent.generate_encoded(prompts, **sampling)
-
-
 def _advance(episode: _LiveEpisode, turn: TurnSample) -> Trajectory | None:
     """Apply the sampled turn to the episode; return its Trajectory when it ended."""
     episode.turns.append(turn)
@@ -97,12 +99,21 @@ def _advance(episode: _LiveEpisode, turn: TurnSample) -> Trajectory | None:
     episode.messages.extend(result.messages)
     if not result.done:
         return None
+    return _trajectory(episode, result.state, result.reason)
+
+
+def _end(episode: _LiveEpisode, reason: str) -> Trajectory:
+    """End an episode the environment would have continued (its state records the reason)."""
+    return _trajectory(episode, episode.env.end(reason), reason)
+
+
+def _trajectory(episode: _LiveEpisode, state: dict[str, Any], reason: str) -> Trajectory:
     return Trajectory(
         messages=episode.messages,
         turns=episode.turns,
-        state=result.state,
+        state=state,
         scenario=episode.spec.scenario,
         task=episode.spec.task.name,
         group_id=episode.spec.group_id,
-        end_reason=result.reason,
+        end_reason=reason,
     )

@@ -42,7 +42,8 @@ METRIC_DOCS: dict[str, str] = {
     "episode/completion_tokens_mean": "Mean number of sampled (trained) tokens per episode, "
                                       "summed over its turns.",
     "episode/end_reasons/<reason>": "Number of the batch's episodes that ended for <reason> "
-                                    "(e.g. done, max_turns, max_tokens, error, unknown).",
+                                    "(success, user_done, user_gave_up, max_turns, unknown; context_limit: "
+                                    "the next prompt was over max_prompt_tokens).",
     "groups/zero_variance": "Number of groups whose rewards were all equal: advantages are zero, "
                             "so they contribute no policy gradient.",
     "groups/total": "Number of groups (prompts, each sampled group_size times) in the batch.",

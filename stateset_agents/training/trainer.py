@@ -63,6 +63,7 @@ def agent_config_for(config) -> AgentConfig:
         top_p=config.top_p,
         top_k=config.top_k,
         trust_remote_code=config.trust_remote_code,
+        max_prompt_tokens=config.max_prompt_tokens,
         model_kwargs={
             "chat_template_kwargs": {"thinking": config.thinking},
             "dtype": config.dtype,
