@@ -37,23 +37,21 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def tasks_digest() -> str:
-    """Digest of the task package (code and data): the tokenizer corpus and warm-start dialogues come from it."""
-    import hashlib
+def tasks_digest(tasks_dir: Path | None = None) -> str:
+    """Digest of the task package: its code (without docstrings and comments) and its data. The
+    tokenizer corpus and the warm-start dialogues come from it."""
+    from stateset_agents.models.fingerprint import directory_digest
 
-    tasks_dir = Path(__file__).resolve().parent.parent / "tasks"
-    digest = hashlib.sha256()
-    for path in sorted(tasks_dir.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(tasks_dir)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return directory_digest(tasks_dir or Path(__file__).resolve().parent.parent / "tasks")
 
 
 def _base_fingerprint() -> str:
-    from stateset_agents.models.tiny_kimi import TinyKimiSpec
+    """Spec, build code (`models/tiny_kimi.py`, without docstrings and comments) and task package."""
+    from stateset_agents.models import tiny_kimi
+    from stateset_agents.models.fingerprint import code_digest
 
-    return f"base-v1|{TinyKimiSpec().fingerprint()}|tasks:{tasks_digest()}"
+    code = code_digest([Path(tiny_kimi.__file__)])
+    return f"base-v2|{tiny_kimi.TinyKimiSpec().fingerprint()}|code:{code}|tasks:{tasks_digest()}"
 
 
 def _build_base(directory: Path) -> None:

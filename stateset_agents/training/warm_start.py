@@ -13,13 +13,12 @@ conversation up to the generation prompt; target = the turn's completion text
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable, Collection, Sequence
 
 import torch
 
@@ -55,11 +54,20 @@ class WarmStartSettings:
     seed: int = 0
 
 
-def warm_start_fingerprint(settings: WarmStartSettings = WarmStartSettings()) -> str:
-    """Changes when the settings, this module or the copy drills change (the task digest is in the base
-    fingerprint)."""
-    code = Path(__file__).read_bytes() + Path(copy_drills.__file__).read_bytes()
-    source = hashlib.sha256(code).hexdigest()[:16]
+def warm_start_sources() -> list[Path]:
+    """The code the warm start runs that the base fingerprint does not cover: this module and the copy drills."""
+    return [Path(__file__), Path(copy_drills.__file__)]
+
+
+def warm_start_fingerprint(settings: WarmStartSettings = WarmStartSettings(),
+                           sources: Sequence[Path] | None = None) -> str:
+    """Changes when the settings or the code of `sources` (default `warm_start_sources()`) change;
+    docstrings, comments and formatting do not count (`models.fingerprint.code_digest`). The task
+    digest is in the base fingerprint."""
+    from stateset_agents.models.fingerprint import code_digest
+
+    paths = list(sources) if sources is not None else warm_start_sources()
+    source = code_digest(paths, [f"{index}:{path.name}" for index, path in enumerate(paths)])
     return json.dumps({"version": WARM_START_VERSION, "settings": asdict(settings), "source": source},
                       sort_keys=True)
 
