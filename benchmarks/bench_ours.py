@@ -1,6 +1,7 @@
 """One timed run of our GSPOTrainer (one process, one model, one setting) -> a JSON record.
 
     python benchmarks/bench_ours.py --model-dir DIR --setting '{"name": ...}' --out run.json
+    python benchmarks/bench_ours.py --quick --out run.json   # smoke test: bench model tiny, a few tokens
 
 One iteration = one rollout batch (prompts_per_iteration x group_size single-turn episodes, one
 batched generate call) + reward + `steps_per_rollout` optimizer steps. The split comes from the
@@ -48,10 +49,17 @@ def build_trainer(model_dir: str, setting: common.Setting, output_dir: str, benc
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--setting", required=True, help="Setting as JSON (common.setting_to_json)")
+    parser.add_argument("--model-dir", help="required unless --quick (then the bench model `tiny`)")
+    parser.add_argument("--setting", help="Setting as JSON (common.setting_to_json)")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--quick", action="store_true",
+                        help="defaults for a smoke test: bench model tiny, common.smoke(gspo_beta0)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.model_dir = args.model_dir or str(common.ensure_model("tiny"))
+        args.setting = args.setting or common.setting_to_json(common.smoke(common.SETTINGS["gspo_beta0"]))
+    if not args.model_dir or not args.setting:
+        parser.error("--model-dir and --setting are required without --quick")
     setting = common.setting_from_json(args.setting)
     started = time.perf_counter()
 

@@ -1,6 +1,6 @@
 """Multi-turn rollout throughput of our runner on the customer_service environment -> JSON.
 
-    python benchmarks/bench_rollout.py --out rollout.json [--model tiny-kimi-k2.5-base] [--episodes 32]
+    python benchmarks/bench_rollout.py --out rollout.json [--model tiny-kimi-k2.5-base] [--episodes 32] [--quick]
 
 The same `episodes` customer_service training scenarios (tools declared, rule-based simulated
 user, up to `max_turns` assistant turns) are run:
@@ -11,7 +11,8 @@ user, up to `max_turns` assistant turns) are run:
   baseline a user would write.
 
 Reported: episodes per second, completion tokens per second, generate calls. Sampling is
-stochastic, so episode lengths vary between runs; rates (not totals) are compared.
+stochastic, so episode lengths vary between runs; rates (not totals) are compared. `--quick`: 4
+episodes, up to 2 turns of 8 tokens, concurrency 1 and 4 (a smoke test, seconds).
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--concurrency", default="1,4,16,32")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="4 episodes, 2 turns x 8 tokens, concurrency 1,4")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.episodes, args.max_turns, args.max_new_tokens, args.concurrency = 4, 2, 8, "1,4"
 
     import torch
 

@@ -1,6 +1,7 @@
 """One timed run of TRL's GRPOTrainer in GSPO mode (one process, one model, one setting) -> JSON.
 
     python benchmarks/bench_trl.py --model-dir DIR --setting '{"name": ...}' --out run.json
+    python benchmarks/bench_trl.py --quick --out run.json   # smoke test: bench model tiny, a few tokens
 
 Matched to `bench_ours.py`: the same model directory, LoRA targets (our resolved plan's module
 and expert-parameter names, passed as TRL's `peft_config`), prompts in the same order
@@ -58,10 +59,17 @@ class _Timer:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--setting", required=True)
+    parser.add_argument("--model-dir", help="required unless --quick (then the bench model `tiny`)")
+    parser.add_argument("--setting")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--quick", action="store_true",
+                        help="defaults for a smoke test: bench model tiny, common.smoke(gspo_beta0)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.model_dir = args.model_dir or str(common.ensure_model("tiny"))
+        args.setting = args.setting or common.setting_to_json(common.smoke(common.SETTINGS["gspo_beta0"]))
+    if not args.model_dir or not args.setting:
+        parser.error("--model-dir and --setting are required without --quick")
     setting = common.setting_from_json(args.setting)
     started = time.perf_counter()
 

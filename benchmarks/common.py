@@ -51,24 +51,49 @@ MODELS: dict[str, BenchModel] = {
 }
 
 
+def _shared_settings() -> dict:
+    """The numbers the benchmark takes from the package instead of copying them: the Kimi-K2.5
+    preset's clip range, group size, scenarios per iteration and gradient clip, and the demo's CPU
+    scale (learning rate, LoRA rank and alpha, completion length, optimizer steps per rollout)."""
+    from stateset_agents.demo import DEMO_OVERRIDES
+    from stateset_agents.training.config import TrainingConfig
+    from stateset_agents.training.kimi25_config import KIMI25_PRESET
+
+    preset = {**KIMI25_PRESET, **DEMO_OVERRIDES}
+    defaults = TrainingConfig.model_fields
+    episodes = preset["scenarios_per_iteration"] * preset["num_generations"]
+    return dict(
+        prompts_per_iteration=preset["scenarios_per_iteration"], group_size=preset["num_generations"],
+        steps_per_rollout=episodes // (preset["per_device_train_batch_size"] * preset["gradient_accumulation_steps"]),
+        max_new_tokens=preset["max_new_tokens"], learning_rate=preset["learning_rate"], lora_r=preset["lora_r"],
+        lora_alpha=float(preset["lora_alpha"]), clip_low=preset["clip_epsilon_low"],
+        clip_high=preset["clip_epsilon_high"], max_grad_norm=preset["max_grad_norm"],
+        adam_beta1=defaults["adam_beta1"].default, adam_beta2=defaults["adam_beta2"].default,
+    )
+
+
+SHARED = _shared_settings()
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One matched training configuration (the same numbers are given to both trainers)."""
+    """One matched training configuration (the same numbers are given to both trainers). Defaults
+    come from the package (`SHARED`); top_p stays 1.0 because TRL and we must sample identically."""
 
     name: str
     beta: float = 0.0
-    prompts_per_iteration: int = 4  # x group size = episodes per rollout batch
-    group_size: int = 8
-    steps_per_rollout: int = 4  # optimizer steps per rollout batch (off-policy after the first)
-    max_new_tokens: int = 48
-    learning_rate: float = 2e-3
-    lora_r: int = 16
-    lora_alpha: float = 32.0
-    clip_low: float = 1.5e-4  # Kimi-K2.5 preset (training/kimi25_config.py)
-    clip_high: float = 2.5e-4
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.99
-    max_grad_norm: float = 1.0
+    prompts_per_iteration: int = SHARED["prompts_per_iteration"]  # x group size = episodes per rollout batch
+    group_size: int = SHARED["group_size"]
+    steps_per_rollout: int = SHARED["steps_per_rollout"]  # optimizer steps per rollout batch (off-policy after the first)
+    max_new_tokens: int = SHARED["max_new_tokens"]
+    learning_rate: float = SHARED["learning_rate"]
+    lora_r: int = SHARED["lora_r"]
+    lora_alpha: float = SHARED["lora_alpha"]
+    clip_low: float = SHARED["clip_low"]
+    clip_high: float = SHARED["clip_high"]
+    adam_beta1: float = SHARED["adam_beta1"]
+    adam_beta2: float = SHARED["adam_beta2"]
+    max_grad_norm: float = SHARED["max_grad_norm"]
     temperature: float = 1.0
     top_p: float = 1.0
     warmup_iterations: int = 2
@@ -99,7 +124,34 @@ def setting_to_json(setting: Setting) -> str:
 
 
 def quick(setting: Setting) -> Setting:
+    """`--quick` of run_benchmarks.py: the same work per iteration, 1 warm-up + 2 timed iterations."""
     return replace(setting, warmup_iterations=1, timed_iterations=2)
+
+
+def smoke(setting: Setting) -> Setting:
+    """`--quick` of the single-run scripts: seconds of work (2 prompts x 2, 8 tokens, 1 step, 2 iterations)."""
+    return replace(setting, prompts_per_iteration=2, group_size=2, steps_per_rollout=1, max_new_tokens=8,
+                   warmup_iterations=1, timed_iterations=1)
+
+
+# --- result names ---------------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    """Short commit of the working tree, with `-dirty` when tracked files differ from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "nogit"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def result_stem(experiment: str, model: str, quick: bool = False) -> str:
+    """`EXPERIMENT[_quick]_MODEL_COMMIT`: what a result file measured (a model path is named by its last part)."""
+    model = Path(model).name if ("/" in model or os.sep in model) else model
+    return f"{experiment}{'_quick' if quick else ''}_{model}_{git_commit()}"
 
 
 # --- models ---------------------------------------------------------------------------------------

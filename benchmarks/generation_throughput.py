@@ -1,10 +1,13 @@
 """Tiny-model build time and batched generation throughput (issue 2's report).
 
     python benchmarks/generation_throughput.py [--model tiny-kimi-k2.5-base] [--tokens 48] [--repeats 3]
+                                               [--out FILE.json] [--quick]
 
 Builds the base tiny Kimi-K2.5 from scratch into a temporary cache (timed), then samples 8
 conversations' next turns either in one batched `generate` call or one conversation at a time,
 with a fixed number of new tokens (no early stop), and reports completion tokens per second.
+Writes `--out` (default benchmarks/results/generation_throughput[_quick]_<model>_<commit>.json).
+`--quick`: no build timing, 4 tokens, 1 repeat (a smoke test, seconds).
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,8 +76,13 @@ def main() -> None:
     parser.add_argument("--model", default="tiny-kimi-k2.5-base")
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="no build timing, 4 tokens, 1 repeat")
     args = parser.parse_args()
-    build = build_seconds()
+    if args.quick:
+        args.tokens, args.repeats = 4, 1
+    out = args.out or RESULTS / f"{common.result_stem('generation_throughput', args.model, args.quick)}.json"
+    build = None if args.quick else build_seconds()
     agent = Agent(AgentConfig(model_name=args.model, model_kwargs={"device": "cpu"})).load()
     convs, tools = conversations(), get_task("customer_service").tools.schemas()
     tokens_per_second(agent, convs[:2], tools, 4, batched=True)  # warm-up
@@ -80,8 +93,8 @@ def main() -> None:
         "batch8_tokens_per_second": batched, "one_at_a_time_tokens_per_second": single,
         "speedup_median": statistics.median(batched) / statistics.median(single),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "generation_throughput.json").write_text(json.dumps(result, indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/run_benchmarks.py [--models tiny,small] [--settings gspo_beta0,gspo_beta0.04]
                                         [--repeats 3] [--quick] [--skip-trl] [--skip-rollout]
-                                        [--out-dir benchmarks/results]
+                                        [--out-dir benchmarks/results/vs_trl_MODELS_COMMIT]
 
 Every timed run is its own subprocess (peak RSS is per framework), and runs are strictly
 sequential: never two timed processes at once (on a shared machine, also hold
@@ -10,7 +10,10 @@ sequential: never two timed processes at once (on a shared machine, also hold
 alternates between repeats so slow drift of the machine does not favour either.
 
 Writes `<out-dir>/results.json` (every run, every iteration) and `<out-dir>/results.md` (the
-tables, ratios ours / TRL). See benchmarks/RESULTS.md for the reading.
+tables, ratios ours / TRL); the default out-dir is named by what it measured:
+`benchmarks/results/vs_trl[_quick]_<models>_<commit>`. See benchmarks/RESULTS.md for the reading.
+`--quick` is a smoke test (under a minute): the tiny model, one setting at a few tokens, 1 repeat,
+a short rollout run.
 """
 
 from __future__ import annotations
@@ -138,8 +141,8 @@ def run_rollout(args, out_dir: Path, log) -> dict:
     records = []
     for repeat in range(args.repeats):
         out = out_dir / "runs" / f"rollout_{repeat}.json"
-        command = [sys.executable, str(HERE / "bench_rollout.py"), "--out", str(out),
-                   "--episodes", str(8 if args.quick else 32)]
+        command = [sys.executable, str(HERE / "bench_rollout.py"), "--out", str(out)]
+        command += ["--quick"] if args.quick else []
         log(f"  rollout repeat {repeat + 1}/{args.repeats}")
         result = subprocess.run(command, capture_output=True, text=True, env=bench_env(args.threads))
         if result.returncode != 0:
@@ -161,10 +164,11 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="tiny,small")
     parser.add_argument("--settings", default=",".join(common.SETTINGS))
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="1 warm-up + 2 timed iterations, 1 repeat (smoke test)")
+    parser.add_argument("--quick", action="store_true", help=(
+        "smoke test: model tiny, setting gspo_beta0 at smoke size (2 prompts x 2, 8 tokens), 1 repeat, short rollouts"))
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--skip-rollout", action="store_true")
-    parser.add_argument("--out-dir", default=str(HERE / "results"))
+    parser.add_argument("--out-dir", default=None, help="default: benchmarks/results/vs_trl[_quick]_<models>_<commit>")
     parser.add_argument("--render", metavar="RESULTS_JSON", help="only re-render results.md from a results.json")
     parser.add_argument("--threads", type=int, default=1, help=(
         "torch threads in every run (OMP_NUM_THREADS). 1 by default: on a shared 2-core machine two OpenMP "
@@ -176,7 +180,9 @@ def main(argv=None) -> int:
         print(text)
         return 0
     if args.quick:
-        args.repeats = 1
+        args.repeats, args.models, args.settings = 1, "tiny", "gspo_beta0"
+    if args.out_dir is None:
+        args.out_dir = str(HERE / "results" / common.result_stem("vs_trl", args.models.replace(",", "-"), args.quick))
     log = lambda message: print(message, flush=True)  # noqa: E731
     out_dir = Path(args.out_dir)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
@@ -195,7 +201,7 @@ def main(argv=None) -> int:
         log(f"model {name}: {models[name]['parameters']:,} parameters at {directory}")
     settings = [common.SETTINGS[name] for name in args.settings.split(",")]
     if args.quick:
-        settings = [common.quick(s) for s in settings]
+        settings = [common.smoke(s) for s in settings]
 
     table, ratios = [], []
     for model_name, model in models.items():

@@ -1,20 +1,23 @@
 """Does in-context copying form on copy drills alone? Held-out drill loss while training the base model.
 
-    python benchmarks/copy_drill_probe.py [--phases 19200:0 6400:120] [--lr 2e-3] [--model tiny-kimi-k2.5-base]
-                                          [--architecture kimi|llama]
+    python experiments/copy_drill_probe.py [--phases 19200:0 6400:120] [--lr 2e-3] [--model tiny-kimi-k2.5-base]
+                                           [--architecture kimi|llama] [--out FILE.json] [--quick]
 
 Trains the random-init base model on copy drills (`stateset_agents.training.copy_drills`), one
 phase per `COUNT:MAX_FILLER` pair, and prints the loss on held-out drills with no filler and with up to
 120 filler tokens every 100 steps. A loss near 2 nats/token means nothing is copied; copying shows as a
 sharp drop. `--architecture llama` trains a Llama of the same width and depth instead (same tokenizer),
-to tell our architecture from the task. This is the probe behind the drill design in issue 3's stop-9 note.
+to tell our architecture from the task. `--out` also writes every report as JSON. `--quick`: one phase
+of 64 drills, 16 held-out drills per filler (a smoke test). What it showed: experiments/LOG.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import time
+from pathlib import Path
 
 import torch
 
@@ -49,7 +52,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--model", default="tiny-kimi-k2.5-base")
     parser.add_argument("--architecture", choices=("kimi", "llama"), default="kimi")
+    parser.add_argument("--out", type=Path, help="also write the reports as JSON")
+    parser.add_argument("--quick", action="store_true", help="one phase of 64 drills, 16 held-out drills")
     args = parser.parse_args()
+    held_out_count = 16 if args.quick else 128
+    if args.quick:
+        args.phases = ["64:0"]
 
     torch.manual_seed(0)
     loaded = load_model(str(ensure_embedded_model(args.model)), LoadSettings(device="cpu", dtype="float32"))
@@ -63,10 +71,13 @@ def main() -> None:
             num_hidden_layers=text.num_hidden_layers, num_attention_heads=text.num_attention_heads,
             num_key_value_heads=text.num_attention_heads, max_position_embeddings=4096,
             pad_token_id=tokenizer.pad_token_id))
-    held_out = {filler: copy_drill_examples(tokenizer, 128, seed=99, max_filler=filler) for filler in (0, 120)}
+    held_out = {filler: copy_drill_examples(tokenizer, held_out_count, seed=99, max_filler=filler) for filler in (0, 120)}
+
+    reports = []
 
     def report(label: str) -> None:
         losses = {f"filler<={f}": round(drill_loss(model, d, tokenizer.pad_token_id), 3) for f, d in held_out.items()}
+        reports.append({"label": label, "held_out_loss": losses, "seconds": time.perf_counter() - started})
         print(f"{label}: held-out loss {losses}  ({time.perf_counter() - started:.0f} s)", flush=True)
 
     started = time.perf_counter()
@@ -91,6 +102,10 @@ def main() -> None:
             optimizer.step()
             scheduler.step()
         report(f"phase {phase} ({spec}) end")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "reports": reports},
+                                       indent=2))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,62 @@
-"""Does GSPO improve the warm-started tiny model? The demo over several seeds, before vs after.
+"""Does GSPO improve the warm-started tiny model? The demo's training run over several seeds, before vs after.
 
-    python benchmarks/demo_seeds.py [--seeds 0 1 2] [--iterations 12]
+    python experiments/demo_seeds.py [--config experiments/configs/demo_seeds.yaml] [--seeds 0 1 2]
+                                     [--iterations 12] [--results DIR] [--quick]
 
-Runs `stateset_agents.demo` once per seed (sequentially) and writes
-benchmarks/results/demo_seeds.{json,md}: held-out customer_service reward and success rate
-before and after training, per seed, with the mean and spread, each run's wall time, and where an
-iteration's time goes (rollout / reward / update, from each run's metrics.jsonl).
-`--summarize-only` rebuilds the tables from finished runs under `--output-root`.
+Trains the run of `--config` (default: the demo's settings, `experiments/configs/demo_seeds.yaml`,
+which `stateset-agents train --config` runs too) once per seed, sequentially, evaluating the held-out
+customer_service split before and after as the demo does, and writes
+`--results`/demo_seeds[_quick]_<model>_<commit>.{json,md} (default experiments/results): held-out reward
+and success rate before and after training, per seed, with the mean and spread, each run's wall time,
+and where an iteration's time goes (rollout / reward / update, from each run's metrics.jsonl).
+`--summarize-only` rebuilds the tables from finished runs under `--output-root`. `--quick`: the base
+model, one seed, one iteration of 2 x 2 short episodes, 2 held-out scenarios (a smoke test).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
+import sys
+import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "experiments" / "results"
+CONFIG = REPO / "experiments" / "configs" / "demo_seeds.yaml"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+QUICK = dict(model_name="tiny-kimi-k2.5-base", scenarios_per_iteration=1, num_generations=2,
+             per_device_train_batch_size=2, max_new_tokens=8, max_turns=2, rollout_concurrency=2, lr_warmup_steps=0,
+             save_every=0)
+
+
+def held_out(trainer, samples_per_scenario: int, seed: int, scenarios: int | None) -> dict:
+    from stateset_agents.training.evaluation import evaluate
+
+    task = trainer.tasks[0]
+    return evaluate(trainer.agent, task, task.eval_scenarios()[:scenarios], task.default_reward(),
+                    samples_per_scenario=samples_per_scenario, max_turns=trainer.config.max_turns,
+                    concurrency=trainer.config.rollout_concurrency, seed=seed)
+
+
+def run_seed(config, samples_per_scenario: int = 2, scenarios: int | None = None) -> dict:
+    """The demo's run (`stateset_agents.demo.run_demo`) for one config: held-out before, train, held-out after."""
+    from stateset_agents.training.trainer import GSPOTrainer
+
+    started = time.perf_counter()
+    shutil.rmtree(config.output_dir, ignore_errors=True)
+    trainer = GSPOTrainer(config)
+    before = held_out(trainer, samples_per_scenario, 10_000 + config.seed, scenarios)
+    result = trainer.train()
+    after = held_out(trainer, samples_per_scenario, 10_000 + config.seed, scenarios)
+    summary = {"before (warm start)": before, "after (GSPO)": after, "wall_seconds": time.perf_counter() - started}
+    (Path(result.output_dir) / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def time_split(run_dir: Path) -> dict[str, float]:
     """Median seconds per training iteration of each part, from the run's metrics.jsonl."""
     from stateset_agents.training.report import TIME_PARTS
@@ -27,19 +67,31 @@ def time_split(run_dir: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    from stateset_agents.demo import run_demo
+    from common import result_stem
+
+    from stateset_agents.training.config import TrainingConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the TrainingConfig of one seed's run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--iterations", type=int, default=12)
+    parser.add_argument("--iterations", type=int, default=None, help="default: the config's num_outer_iterations")
     parser.add_argument("--output-root", default="outputs/demo_seeds")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the json and markdown go")
     parser.add_argument("--summarize-only", action="store_true", help="tables from finished runs, no training")
+    parser.add_argument("--quick", action="store_true", help="base model, seed 0, 1 short iteration, 2 scenarios")
     args = parser.parse_args()
+    config = TrainingConfig.from_file(args.config)
+    scenarios = None
+    if args.quick:
+        config, args.seeds, args.iterations, scenarios = config.replace(**QUICK), [0], 1, 2
+    args.iterations = args.iterations or config.num_outer_iterations
     root = Path(args.output_root)
     if args.summarize_only:
         runs = {seed: json.loads((root / f"seed{seed}" / "demo_summary.json").read_text()) for seed in args.seeds}
     else:
-        runs = {seed: run_demo(str(root / f"seed{seed}"), args.iterations, seed) for seed in args.seeds}
+        runs = {seed: run_seed(config.replace(seed=seed, num_outer_iterations=args.iterations,
+                                              output_dir=str(root / f"seed{seed}")), scenarios=scenarios)
+                for seed in args.seeds}
     for seed, run in runs.items():
         run["time_split"] = time_split(root / f"seed{seed}")
     befores = [r["before (warm start)"]["reward_mean"] for r in runs.values()]
@@ -54,10 +106,11 @@ def main() -> None:
         "wall_seconds_mean": statistics.fmean(r["wall_seconds"] for r in runs.values()),
         "runs": runs,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "demo_seeds.json").write_text(json.dumps(summary, indent=2))
-    lines = [f"Command: `python benchmarks/demo_seeds.py --seeds {' '.join(map(str, args.seeds))} "
-             f"--iterations {args.iterations}`", "",
+    stem = result_stem("demo_seeds", config.model_name, args.quick)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"{stem}.json").write_text(json.dumps(summary, indent=2))
+    lines = [f"Command: `python experiments/demo_seeds.py --config {args.config} --seeds {' '.join(map(str, args.seeds))} "
+             f"--iterations {args.iterations}{' --quick' if args.quick else ''}`", "",
              "| seed | reward before | reward after | success before | success after | wall (min) | "
              "iteration s: rollout / reward / update / total (median) |",
              "|---|---|---|---|---|---|---|"]
@@ -75,7 +128,7 @@ def main() -> None:
         values = [statistics.fmean(r[phase][key] for r in runs.values())
                   for phase in ("before (warm start)", "after (GSPO)")]
         lines.append(f"- {key.removeprefix('component/')}: {values[0]:.3f} -> {values[1]:.3f}")
-    (RESULTS / "demo_seeds.md").write_text("\n".join(lines) + "\n")
+    (args.results / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -1,11 +1,13 @@
 """Forgetting: train task A, then task B, with continual_strategy "none" and "replay_lwf".
 
-    flock /tmp/stateset-cpu.lock .venv/bin/python benchmarks/forgetting.py --seeds 0 1 2 --threads 2
+    flock /tmp/stateset-cpu.lock .venv/bin/python experiments/forgetting.py --seeds 0 1 2 --threads 2
 
-Model: the warm-started tiny Kimi-K2.5 (`tiny-kimi-k2.5`), LoRA, the demo's CPU settings
-(`stateset_agents.demo.DEMO_OVERRIDES`: 4 scenarios x 8 generations per iteration, 4 optimizer
-steps per rollout, lr 2e-3), `--iterations-per-task` outer iterations on A, then as many on B.
-The guide's continual settings: replay_buffer_size=2000, replay_ratio=0.5, kl_penalty_beta=0.1.
+Settings: `--config` (default `experiments/configs/forgetting_replay_lwf.yaml`, which
+`stateset-agents train --config` runs as one arm; `forgetting_none.yaml` is the other): the
+warm-started tiny Kimi-K2.5 (`tiny-kimi-k2.5`), LoRA, the demo's CPU settings (4 scenarios x 8
+generations per iteration, 4 optimizer steps per rollout, lr 2e-3), the guide's continual settings
+(replay_buffer_size=2000, replay_ratio=0.5, kl_penalty_beta=0.1). The script sets the task pair,
+the seed, the strategy and `--iterations-per-task` outer iterations on A, then as many on B.
 
 Held-out reward is the mean reward of each task's own reward function on its eval scenarios
 (never trained on), `--eval-samples` episodes each, sampled with a fixed evaluation seed, so every
@@ -23,8 +25,10 @@ Both B phases use the same number of iterations and fresh episodes; replay_lwf a
 trains on the replayed episodes (its update batch is twice as large at replay_ratio=0.5).
 
 Outputs: results JSON, a PNG (bars = mean over seeds, error bars = sample std, dots = seeds), and
-a markdown table, under `--output` (default benchmarks/results/forgetting*); each run's metrics.jsonl,
-learning curves (task boundary marked) and report.md under `--runs-dir` (default outputs/forgetting).
+a markdown table, under `--output` (default experiments/results/forgetting[_quick]_<model>_<commit>.*);
+each run's metrics.jsonl, learning curves (task boundary marked) and report.md under `--runs-dir`
+(default outputs/forgetting). `--quick`: the base model, one seed, 1 iteration per task of 2 x 2
+short episodes, 2 held-out scenarios (a smoke test).
 """
 
 from __future__ import annotations
@@ -39,19 +43,18 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "experiments" / "configs" / "forgetting_replay_lwf.yaml"
+sys.path.insert(0, str(REPO / "benchmarks"))
 STRATEGIES = ("none", "replay_lwf")
-CONTINUAL = dict(replay_buffer_size=2000, replay_ratio=0.5, kl_penalty_beta=0.1)
 MEASURES = ("A after A", "A after B", "B after B")
+QUICK = dict(model_name="tiny-kimi-k2.5-base", scenarios_per_iteration=1, num_generations=2,
+             per_device_train_batch_size=2, max_new_tokens=8, max_turns=2, rollout_concurrency=2, lr_warmup_steps=0)
+BASE_CONFIG = None  # the TrainingConfig loaded from --config (main sets it)
 
 
 def make_config(strategy: str, seed: int, output_dir: Path, tasks: list[str], iterations_per_task: int):
-    from stateset_agents.demo import DEMO_OVERRIDES
-    from stateset_agents.training.kimi25_config import get_kimi25_config
-
-    settings = {**DEMO_OVERRIDES, "save_every": 0, "eval_every": 0, "report_to": ["jsonl"]}
-    return get_kimi25_config(model_name="tiny-kimi-k2.5", task=",".join(tasks), use_lora=True,
-                             output_dir=str(output_dir), num_outer_iterations=len(tasks) * iterations_per_task,
-                             seed=seed, continual_strategy=strategy, **CONTINUAL, **settings)
+    return BASE_CONFIG.replace(task=",".join(tasks), output_dir=str(output_dir), seed=seed,
+                               num_outer_iterations=len(tasks) * iterations_per_task, continual_strategy=strategy)
 
 
 EVAL_SCENARIOS: int | None = None  # None = all of a task's eval scenarios (--eval-scenarios)
@@ -195,12 +198,27 @@ def main(argv=None) -> int:
         "torch threads. 1 by default, safe when other jobs share a 2-core machine (two OpenMP threads then "
         "spin-wait on each other); on an otherwise idle 2-core machine 2 threads ran ~2x faster (25 s vs 50 s "
         "per iteration), which the committed results used"))
-    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "forgetting"),
-                        help="prefix of the committed results: PREFIX.json, PREFIX.png, PREFIX.md")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="TrainingConfig of the replay_lwf arm")
+    parser.add_argument("--output", default=None, help=(
+        "prefix of the committed results: PREFIX.json, PREFIX.png, PREFIX.md "
+        "(default experiments/results/forgetting[_quick]_<model>_<commit>)"))
+    parser.add_argument("--quick", action="store_true", help="base model, seed 0, 1 short iteration per task")
     parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "forgetting"),
                         help="training runs (metrics.jsonl, plots, checkpoints); not committed")
     args = parser.parse_args(argv)
     import torch
+    from common import result_stem
+
+    from stateset_agents.training.config import TrainingConfig
+
+    global BASE_CONFIG
+    BASE_CONFIG = TrainingConfig.from_file(args.config)
+    if args.quick:
+        BASE_CONFIG = BASE_CONFIG.replace(**QUICK)
+        args.seeds, args.iterations_per_task, args.eval_scenarios = [0], 1, 2
+    if args.output is None:
+        args.output = str(REPO / "experiments" / "results" / result_stem("forgetting", BASE_CONFIG.model_name,
+                                                                         args.quick))
 
     torch.set_num_threads(args.threads)
     global EVAL_SCENARIOS
@@ -210,7 +228,7 @@ def main(argv=None) -> int:
     tasks = args.tasks.split(",")
     if len(tasks) != 2:
         parser.error("--tasks takes exactly two tasks: A,B")
-    ensure_embedded_model("tiny-kimi-k2.5")
+    ensure_embedded_model(BASE_CONFIG.model_name)
     prefix = Path(args.output)
     root = Path(args.runs_dir)
     started = time.perf_counter()
@@ -220,15 +238,16 @@ def main(argv=None) -> int:
 
     meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "eval_samples": args.eval_samples,
             "eval_episodes": len(get_task(tasks[0]).eval_scenarios()[:args.eval_scenarios]) * args.eval_samples,
-            "continual": CONTINUAL, "wall_minutes": (time.perf_counter() - started) / 60,
+            "continual": {key: getattr(BASE_CONFIG, key) for key in
+                          ("replay_buffer_size", "replay_ratio", "kl_penalty_beta")}, "wall_minutes": (time.perf_counter() - started) / 60,
             "machine": f"{os.cpu_count()} CPU cores, {args.threads} torch thread(s)"}
-    command = "flock /tmp/stateset-cpu.lock .venv/bin/python benchmarks/forgetting.py " + " ".join(
+    command = "flock /tmp/stateset-cpu.lock .venv/bin/python experiments/forgetting.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".json").write_text(json.dumps({"command": command, **meta, "summary": summary,
                                                        "runs": {str(k): v for k, v in runs.items()}}, indent=2))
     plot(summary, prefix.with_suffix(".png"),
-         f"Forgetting: {tasks[0]} (A) then {tasks[1]} (B), tiny-kimi-k2.5, seeds {args.seeds}")
+         f"Forgetting: {tasks[0]} (A) then {tasks[1]} (B), {BASE_CONFIG.model_name}, seeds {args.seeds}")
     table = markdown(summary, args.seeds, command.strip(), meta)
     prefix.with_suffix(".md").write_text(table)
     print(table)

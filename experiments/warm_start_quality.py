@@ -1,12 +1,13 @@
 """How good is the warm-started tiny model? Parse rate and held-out reward next to scripted agents.
 
-    python benchmarks/warm_start_quality.py [--model tiny-kimi-k2.5] [--samples 2] [--top-p 0.95] [--results DIR]
+    python experiments/warm_start_quality.py [--model tiny-kimi-k2.5] [--samples 2] [--top-p 0.95] [--results DIR]
+                                             [--quick]
 
 For every task: the scripted oracle and unhelpful agents' mean reward on the held-out split,
 and the model's mean reward and fraction of well-formed turns (think block closed, turn ended
 with <|im_end|>, no parse errors), sampled the way the trainer samples (the Kimi preset:
-temperature 1.0 with thinking, top_p 0.95). Writes `--results`/warm_start_quality.{json,md} (default
-benchmarks/results).
+temperature 1.0 with thinking, top_p 0.95). Writes `--results`/warm_start_quality[_quick]_<model>_<commit>.{json,md}
+(default experiments/results). `--quick`: the base model, 2 held-out scenarios per task, 1 sample, 8 tokens.
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "experiments" / "results"
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def scripted_mean(task, agent_name: str) -> float:
+def scripted_mean(task, agent_name: str, scenarios: int | None = None) -> float:
     from stateset_agents.tasks.episodes import run_scripted_episode
     from stateset_agents.tasks.scripted_agents import make_agent
 
     reward = task.default_reward()
     scores = [reward.score(run_scripted_episode(task, s, make_agent(agent_name), seed=i)).total
-              for i, s in enumerate(task.eval_scenarios())]
+              for i, s in enumerate(task.eval_scenarios()[:scenarios])]
     return statistics.fmean(scores)
 
 
@@ -57,21 +61,29 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (the Kimi preset's 0.95)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the json and markdown go")
+    parser.add_argument("--quick", action="store_true", help="base model, 2 scenarios per task, 1 sample, 8 tokens")
     args = parser.parse_args()
+    from common import result_stem
+
+    scenarios, max_new_tokens = (2, 8) if args.quick else (None, 64)
+    if args.quick:
+        args.model, args.samples = "tiny-kimi-k2.5-base", 1
+    stem = result_stem("warm_start_quality", args.model, args.quick)
     started = time.perf_counter()
-    agent = Agent(AgentConfig(model_name=args.model, max_new_tokens=64, top_p=args.top_p,
+    agent = Agent(AgentConfig(model_name=args.model, max_new_tokens=max_new_tokens, top_p=args.top_p,
                               model_kwargs={"device": "cpu"}))
     build_info = Path(agent.loaded.path) / "build_info.json"
     build_seconds = json.loads(build_info.read_text()).get("build_seconds") if build_info.exists() else None
     rows = {}
     for name in list_tasks():
         task = get_task(name)
-        quality = model_quality(agent, task, args.samples, args.seed)
-        rows[name] = {"oracle": scripted_mean(task, "oracle"), "unhelpful": scripted_mean(task, "unhelpful"),
+        quality = model_quality(agent, task, args.samples, args.seed, scenarios)
+        rows[name] = {"oracle": scripted_mean(task, "oracle", scenarios),
+                      "unhelpful": scripted_mean(task, "unhelpful", scenarios),
                       "model": quality}
     args.results.mkdir(parents=True, exist_ok=True)
     summary = {"top_p": args.top_p, "build_seconds": build_seconds, "tasks": rows}
-    (args.results / "warm_start_quality.json").write_text(json.dumps(summary, indent=2))
+    (args.results / f"{stem}.json").write_text(json.dumps(summary, indent=2))
     lines = ["| task | unhelpful | warm-started model | oracle | model success | well-formed turns |",
              "|---|---|---|---|---|---|"]
     for name, row in rows.items():
@@ -79,8 +91,8 @@ def main() -> None:
         lines.append(f"| {name} | {row['unhelpful']:.3f} | {model['reward_mean']:.3f} | {row['oracle']:.3f} | "
                      f"{model['success_rate']:.2f} | {model['well_formed_turns']:.1%} ({model['turns']} turns) |")
     table = "\n".join(lines)
-    (args.results / "warm_start_quality.md").write_text(
-        f"Command: `python benchmarks/warm_start_quality.py --model {args.model} --samples {args.samples} "
+    (args.results / f"{stem}.md").write_text(
+        f"Command: `python experiments/warm_start_quality.py {'--quick ' if args.quick else ''}--model {args.model} --samples {args.samples} "
         f"--top-p {args.top_p}`\n\n{table}\n\nMeasured in {time.perf_counter() - started:.0f} s"
         + (f"; building the model took {build_seconds:.0f} s (build_info.json)" if build_seconds else "") + ".\n")
     print(table)

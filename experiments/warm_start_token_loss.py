@@ -1,6 +1,7 @@
 """Where does the warm-started model's loss go? Per-token loss by kind, on dialogues it never saw.
 
-    python benchmarks/warm_start_token_loss.py [--model tiny-kimi-k2.5] [--seed 7] [--turns 400] [--results DIR]
+    python experiments/warm_start_token_loss.py [--model tiny-kimi-k2.5] [--seed 7] [--turns 400] [--results DIR]
+                                                [--quick]
 
 Reference dialogues are generated exactly like the warm start's, but on fresh scenarios from
 another seed (new order numbers, devices, SKUs), and scored teacher-forced. The loss of each
@@ -8,7 +9,8 @@ target token is grouped by kind: digits (ids, amounts, days: almost always copie
 earlier in the conversation), id letters (the ``T`` of ``T916``), words copied into tool arguments
 (``laptop``, ``billing``), special tokens (the turn's format), the first token of a turn (the behaviour
 choice) and other text. Chance on a digit is ln 10 = 2.30 nats: a model that copies scores near 0
-there. Writes `--results`/warm_start_token_loss.json (default benchmarks/results).
+there. Writes `--results`/warm_start_token_loss[_quick]_<model>_<commit>.json (default experiments/results).
+`--quick`: the base model, 16 turns.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import argparse
 import json
 import random
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "experiments" / "results"
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def token_kind(token: str, next_token: str, token_id: int, special_ids: set[int], words: set[str]) -> str:
@@ -49,7 +54,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="fresh-scenario seed (the warm start uses 0)")
     parser.add_argument("--turns", type=int, default=400, help="assistant turns scored")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the json goes")
+    parser.add_argument("--quick", action="store_true", help="base model, 16 turns")
     args = parser.parse_args()
+    from common import result_stem
+
+    if args.quick:
+        args.model, args.turns = "tiny-kimi-k2.5-base", 16
     path = ensure_embedded_model(args.model) if is_embedded(args.model) else args.model
     loaded = load_model(str(path), LoadSettings(device="cpu", dtype="float32"))
     tokenizer = loaded.tokenizer
@@ -79,9 +89,9 @@ def main() -> None:
                       "share_above_chance_digit": sum(v > 2.3026 for v in values) / len(values)}
                for kind, values in sorted(losses.items())}
     args.results.mkdir(parents=True, exist_ok=True)
-    command = f"python benchmarks/warm_start_token_loss.py --model {args.model} --seed {args.seed} --turns {args.turns}"
+    command = f"python experiments/warm_start_token_loss.py --model {args.model} --seed {args.seed} --turns {args.turns}"
     report = {"command": command, "kinds": summary}
-    (args.results / "warm_start_token_loss.json").write_text(json.dumps(report, indent=2))
+    (args.results / f"{result_stem('warm_start_token_loss', args.model, args.quick)}.json").write_text(json.dumps(report, indent=2))
     print(command)
     for kind, row in summary.items():
         print(f"{kind:12s} {row['tokens']:6d} tokens  mean loss {row['mean_nll']:.3f} nats  "

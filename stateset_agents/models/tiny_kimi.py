@@ -30,11 +30,9 @@ VIDEO_PLACEHOLDER = "<|kimi_k25_video_placeholder|>"  # reserved: videos are not
 
 @dataclass(frozen=True)
 class TinyKimiSpec:
-    """Sizes of the tiny model. Defaults: ~1.8M parameters, fast on two CPU cores.
-
-    Attention is less squeezed than the rest: with YaRN (factor 64, as in Kimi-K2.5) only the
-    fastest rotary frequencies stay sharp, so 8 rotary dims left too little positional signal, and a
-    16-dim KV latent too little room for the model to copy order numbers from the conversation.
+    """Sizes of the tiny model (the defaults give about 1.8M parameters, sized for two CPU cores),
+    its seed and its tokenizer recipe version. Attention (rotary dims, q/kv latents) is wider
+    relative to the rest; why: experiments/LOG.md.
     """
 
     vocab_size: int = 4096

@@ -1,12 +1,9 @@
 """Copy drills: short synthetic sequences that teach the tiny model to copy before it sees dialogues.
 
 A tool call must repeat the order number, account id, price or product the user or a tool gave,
-token by token. Trained on dialogues alone, the tiny model learned the shape of an id (a letter
-and four digits) but not its digits: in-context copying (an "induction" mechanism) forms late,
-and a few hundred dialogue steps were not enough (1.66 nats per digit on unseen scenarios, chance
-is 2.30). A drill lists random ids, prices and vocabulary words, then the same list again; the loss
-is on the repeat only, so every target token is a copy. Drills are short: 1,500 batches of them cost
-about as much as the dialogue phase, which then starts from a model that can copy.
+token by token. A drill lists random ids, prices and vocabulary words, then the same list again
+(optionally separated by random filler tokens); the loss is on the repeat only, so every target
+token is a copy. Why drills, and what they changed: experiments/LOG.md.
 """
 
 from __future__ import annotations

@@ -31,14 +31,11 @@ WARM_START_VERSION = 3
 
 @dataclass(frozen=True)
 class WarmStartSettings:
-    """Each dialogue is played on its own freshly generated scenario (new order numbers, devices,
-    SKUs, disjoint from the shipped train and eval splits), so the model must learn to copy ids
-    from the conversation; on a few dozen fixed scenarios it memorised them and then garbled the
-    held-out ones. Fresh data also makes one pass enough (no epochs over the same dialogues).
-
-    Copy drills come first (`training.copy_drills`): 1,500 short batches in which the model's
-    copying forms, which dialogues alone did not achieve. With 1,000 the outcome varied between
-    builds (0.53-0.73 nats per digit afterwards); 1,500 gave 0.20-0.23 (two builds).
+    """Settings of the warm start. Each dialogue is played on its own freshly generated scenario
+    (new order numbers, devices, SKUs, disjoint from the shipped train and eval splits), so ids must
+    be copied from the conversation; `dialogues_per_task` dialogues per task, mixed by the fractions,
+    trained for `epochs` passes. First, `copy_drills` copy drills (`training.copy_drills`) are
+    trained in batches of `copy_drill_batch_rows`. Why these values: experiments/LOG.md.
     """
 
     dialogues_per_task: int = 1000

@@ -1,0 +1,96 @@
+"""Every benchmark and experiment script still runs: each one's `--quick` mode, as a subprocess, must
+exit 0 and write its output. Slow (a few minutes in all on 2 CPU cores): `make test-slow`.
+
+The quick modes use the base tiny model (`tiny-kimi-k2.5-base`, built in seconds into the test
+cache) and the bench model `tiny`, never the warm-started model, so nothing here builds it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HAS_TRL = importlib.util.find_spec("trl") is not None
+NEEDS_TRL = pytest.mark.skipif(not HAS_TRL, reason="needs trl (the bench extra: pip install -e '.[bench]')")
+
+# script, its arguments (OUT = a fresh directory), the files it must write (relative to OUT; a
+# trailing "*" is a glob that must match at least one file)
+SCRIPTS = [
+    ("benchmarks/run_benchmarks.py", ["--quick", "--out-dir", "OUT/bench"] + ([] if HAS_TRL else ["--skip-trl"]),
+     ["bench/results.json", "bench/results.md"]),
+    ("benchmarks/bench_ours.py", ["--quick", "--out", "OUT/ours.json"], ["ours.json"]),
+    pytest.param("benchmarks/bench_trl.py", ["--quick", "--out", "OUT/trl.json"], ["trl.json"], marks=NEEDS_TRL),
+    ("benchmarks/bench_rollout.py", ["--quick", "--out", "OUT/rollout.json"], ["rollout.json"]),
+    ("benchmarks/generation_throughput.py", ["--quick", "--out", "OUT/throughput.json"], ["throughput.json"]),
+    ("benchmarks/profile_iteration.py", ["--quick", "--out", "OUT/profile.txt"], ["profile.txt"]),
+    ("experiments/copy_drill_probe.py", ["--quick", "--out", "OUT/probe.json"], ["probe.json"]),
+    ("experiments/demo_seeds.py", ["--quick", "--results", "OUT", "--output-root", "OUT/runs"],
+     ["demo_seeds_quick_tiny-kimi-k2.5-base_*.json", "demo_seeds_quick_tiny-kimi-k2.5-base_*.md"]),
+    ("experiments/forgetting.py", ["--quick", "--output", "OUT/forgetting", "--runs-dir", "OUT/runs"],
+     ["forgetting.json", "forgetting.md", "forgetting.png"]),
+    ("experiments/reward_breakdown.py", ["--quick", "--out", "OUT/breakdown.json"], ["breakdown.json"]),
+    ("experiments/warm_start_experiment.py", ["--quick", "--out", "OUT/exp"], ["exp/out/warm_start.json",
+                                                                              "exp/screen.json"]),
+    ("experiments/warm_start_quality.py", ["--quick", "--results", "OUT"],
+     ["warm_start_quality_quick_tiny-kimi-k2.5-base_*.json", "warm_start_quality_quick_tiny-kimi-k2.5-base_*.md"]),
+    ("experiments/warm_start_token_loss.py", ["--quick", "--results", "OUT"],
+     ["warm_start_token_loss_quick_tiny-kimi-k2.5-base_*.json"]),
+]
+
+
+def test_every_script_has_a_quick_case():
+    listed = {(p.values[0] if hasattr(p, "values") else p[0]) for p in SCRIPTS}
+    present = {str(path.relative_to(REPO)) for folder in ("benchmarks", "experiments")
+               for path in (REPO / folder).glob("*.py")}
+    helpers = {"benchmarks/common.py", "benchmarks/bench_task.py"}  # imported by the scripts, not run
+    assert present - helpers == listed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, arguments, outputs", SCRIPTS)
+def test_quick_mode_runs_and_writes_its_output(tmp_path, script, arguments, outputs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
+           "STATESET_AGENTS_CACHE": os.environ.get("STATESET_AGENTS_CACHE", str(REPO / ".cache" / "test-models"))}
+    command = [sys.executable, str(REPO / script), *[a.replace("OUT", str(tmp_path)) for a in arguments]]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{script} --quick failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    for pattern in outputs:
+        found = list(tmp_path.glob(pattern))
+        assert found and all(path.stat().st_size > 0 for path in found), f"{script} did not write {pattern}"
+
+
+def test_experiment_configs_are_the_runs_they_describe():
+    """The YAML configs are what the experiments trained (the demo's settings; the forgetting arms)."""
+    from stateset_agents.demo import demo_config
+    from stateset_agents.training.config import TrainingConfig
+
+    configs = REPO / "experiments" / "configs"
+    demo = TrainingConfig.from_file(configs / "demo_seeds.yaml")
+    assert demo == demo_config("outputs/demo_seeds/seed0", 12, 0)
+    replay = TrainingConfig.from_file(configs / "forgetting_replay_lwf.yaml")
+    none = TrainingConfig.from_file(configs / "forgetting_none.yaml")
+    assert replay.continual_strategy == "replay_lwf" and none.continual_strategy == "none"
+    assert replay.replace(continual_strategy="none", output_dir=none.output_dir) == none
+    assert (replay.replay_buffer_size, replay.replay_ratio, replay.kl_penalty_beta) == (2000, 0.5, 0.1)
+    assert replay.model_name == "tiny-kimi-k2.5" and replay.task == "customer_service,technical_support"
+
+
+def test_benchmark_settings_come_from_the_preset():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from stateset_agents.training.kimi25_config import KIMI25_PRESET
+
+    setting = common.SETTINGS["gspo_beta0"]
+    assert (setting.clip_low, setting.clip_high) == (KIMI25_PRESET["clip_epsilon_low"],
+                                                     KIMI25_PRESET["clip_epsilon_high"])
+    assert setting.group_size == KIMI25_PRESET["num_generations"]
+    assert setting.episodes_per_step * setting.steps_per_rollout == setting.prompts_per_iteration * setting.group_size
