@@ -169,3 +169,23 @@ def test_wandb_offline_run_records_logged_values(tmp_path, monkeypatch):
     assert [h["reward/mean"] for h in history] == [0.25, 0.5]
     assert history[1]["clip/high_fraction"] == 0.0625 and history[1]["task"] == "customer_service"
     assert len(read_metrics(out)) == 2
+
+
+def test_truncate_metrics_keeps_each_iteration_once(tmp_path):
+    from stateset_agents.training.metrics import truncate_metrics
+
+    with MetricsLogger(tmp_path, report_to=["jsonl"]) as logger:
+        for iteration in (1, 2, 3):
+            logger.log(_metrics(iteration))
+        logger.log_event("task boundary: customer_service -> sales")  # comes with iteration 4
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(path.read_text() + '{"iteration": 4, "rew')  # killed mid-line
+    assert truncate_metrics(tmp_path, 2) == 2  # iteration 3 and the event; the torn line goes too
+    assert path.read_text().endswith("\n") and [r["iteration"] for r in read_metrics(path)] == [1, 2]
+    before = path.stat().st_mtime_ns
+    assert truncate_metrics(tmp_path, 2) == 0 and path.stat().st_mtime_ns == before  # consistent: untouched
+    with MetricsLogger(tmp_path, report_to=["jsonl"], start_iteration=2) as logger:
+        logger.log_event("resumed")
+    assert read_metrics(path)[-1]["iteration"] == 2
+    assert truncate_metrics(tmp_path, 0) == 3 and read_metrics(path) == []  # no checkpoint: all go
+    assert truncate_metrics(tmp_path / "absent", 0) == 0

@@ -113,3 +113,79 @@ def test_use_vllm_is_refused_with_a_clear_message_instead_of_silently_ignored(tm
     config = tiny_config(tmp_path, use_vllm=True, vllm_base_url="http://localhost:8000/v1")
     with pytest.raises(NotImplementedError, match="use_vllm=True.*set use_vllm=False"):
         GSPOTrainer(config)
+
+
+# 4 small iterations, checkpointed after 2 and 4: iteration 3 is logged but saved nowhere while 4 runs
+_KILL_RUN = dict(num_outer_iterations=4, save_every=2, scenarios_per_iteration=1, max_turns=1)
+_CHILD = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_trainer import LengthReward, tiny_config
+from stateset_agents.training.trainer import GSPOTrainer
+GSPOTrainer(tiny_config(Path(sys.argv[1]), **json.loads(sys.argv[2])), reward_fn=LengthReward()).train()
+"""
+
+
+def _untimed(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("time/") and k != "tokens/per_second"} for r in records]
+
+
+def _report_counts(run_dir) -> list[str]:
+    """report.md's headline and summary rows, less the wall-clock ones and the events."""
+    text = (run_dir / "report.md").read_text().split("## Events")[0].split("## Plots")[0]
+    return [line for line in text.splitlines()[3:] if "time" not in line]
+
+
+def test_kill_9_between_logging_and_checkpoint_then_resume_logs_each_iteration_once(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from stateset_agents.training.checkpoint import latest_checkpoint
+    from stateset_agents.training.metrics import read_metrics, split_events
+
+    run = tmp_path / "killed" / "run"
+
+    def logged() -> list[int]:
+        if not (run / "metrics.jsonl").exists():
+            return []
+        return [r["iteration"] for r in split_events(read_metrics(run))[0]]
+
+    with (tmp_path / "child.log").open("w") as child_log:
+        child = subprocess.Popen([sys.executable, "-c", _CHILD.format(tests=str(Path(__file__).parent)),
+                                  str(tmp_path / "killed"), json.dumps(_KILL_RUN)],
+                                 stdout=child_log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while 3 not in logged():  # kill -9 as soon as iteration 3 (not checkpointed) is logged
+                assert child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "child never logged iteration 3"
+                time.sleep(0.01)
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            child.kill()
+            child.wait()
+    # the kill came while iteration 4 ran: 3 is logged, its state is in no checkpoint
+    assert logged() == [1, 2, 3] and latest_checkpoint(run).name == "iter_000002"
+
+    resumed = GSPOTrainer(tiny_config(tmp_path / "killed", resume=True, **_KILL_RUN), reward_fn=LengthReward())
+    resumed.train()
+    uninterrupted = GSPOTrainer(tiny_config(tmp_path / "whole", **_KILL_RUN), reward_fn=LengthReward())
+    uninterrupted.train()
+
+    records, events = split_events(read_metrics(run))
+    expected, _ = split_events(read_metrics(tmp_path / "whole" / "run"))
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4]
+    assert _untimed(records) == _untimed(expected)
+    assert [(e["iteration"], e["event"]) for e in events] == [
+        (2, f"resumed from {run / 'checkpoints' / 'iter_000002'} at iteration 2; "
+            "dropped 1 metrics.jsonl lines logged after iteration 2")]
+    assert _report_counts(run) == _report_counts(tmp_path / "whole" / "run")
+    assert "4 iterations (1–4)" in (run / "report.md").read_text()
+    expected_adapter, actual_adapter = adapter_state(uninterrupted), adapter_state(resumed)
+    assert all(torch.equal(expected_adapter[k], actual_adapter[k]) for k in expected_adapter)
+

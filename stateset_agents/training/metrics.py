@@ -12,12 +12,19 @@ one key per reward component or episode end reason). `MetricsLogger` fans each d
 Free-text events (resume, task boundaries) go to the console and into metrics.jsonl as
 `{"event": ..., "iteration": ..., "time": ...}` lines; `read_metrics` returns both kinds and
 `split_events` separates them.
+
+Resuming: a crash between logging iteration N and saving its checkpoint leaves lines that the
+resumed run logs again. `truncate_metrics(output_dir, iteration)` (called by the trainer before
+it logs anything, with the iteration it starts from: the checkpoint's, or 0) cuts metrics.jsonl
+right after the last metric line at or before that iteration, atomically, so every iteration
+appears once; the trainer then logs a resume event.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -152,6 +159,52 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def truncate_metrics(output_dir: str | Path, iteration: int) -> int:
+    """Cut output_dir/metrics.jsonl after its last metric line with `iteration` <= `iteration`.
+
+    What goes is what a run restarted from the checkpoint of `iteration` logs again: later
+    iterations' lines and the events between them (e.g. the task boundary before the next
+    iteration). `iteration=0` (no checkpoint) drops every line. A truncated last line goes too,
+    so appending continues on a fresh line. Atomic: the kept lines are written to a temporary
+    file, fsync'ed and moved over the old one with os.replace. Returns the number of records
+    dropped (0, and nothing written, when the file is already consistent or absent).
+    """
+    path = Path(output_dir) / METRICS_FILENAME
+    if not path.is_file():
+        return 0
+    records = read_metrics(path)
+    keep = 0
+    for position, record in enumerate(records):
+        step = record.get("iteration")
+        if "event" not in record and isinstance(step, int) and step <= iteration:
+            keep = position + 1
+    text = "".join(json.dumps(r) + "\n" for r in records[:keep])
+    if text == path.read_text(encoding="utf-8"):
+        return 0
+    temp = path.with_name(f".{path.name}.tmp")
+    with temp.open("w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+    _fsync_dir(path.parent)
+    return len(records) - keep
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (best effort: some filesystems refuse it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def split_events(records: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[dict]]:
     """Split `read_metrics` output into (metric records, event records)."""
     metrics = [dict(r) for r in records if "event" not in r]
@@ -276,17 +329,19 @@ class MetricsLogger:
             log.log({"iteration": 1, "reward/mean": 0.4, ...})
 
     `report_to` takes any of "console", "jsonl", "wandb" ("none" or an empty list: nothing).
-    Keys are documented in `METRIC_DOCS`.
+    Keys are documented in `METRIC_DOCS`. `start_iteration` (a resumed run's checkpoint
+    iteration) is the iteration events carry until the first `log`.
     """
 
     def __init__(self, output_dir: str | Path, report_to: Sequence[str] | str = ("console", "jsonl"),
                  wandb_project: str | None = None, wandb_run_name: str | None = None,
                  config: Mapping[str, Any] | None = None,
-                 total_iterations: int | None = None) -> None:
+                 total_iterations: int | None = None, start_iteration: int | None = None) -> None:
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.report_to = _validate_sinks(report_to)
-        self.last_iteration: int | None = None
+        # a resumed run's events (the resume itself) belong to the checkpoint's iteration
+        self.last_iteration: int | None = start_iteration
         self._closed = False
         self._wandb = (_WandbSink(self.output_dir, wandb_project, wandb_run_name, config)
                        if "wandb" in self.report_to else None)

@@ -268,17 +268,25 @@ class GSPOTrainer:
 
     # -- the loop ------------------------------------------------------------------------
     def train(self) -> TrainingResult:
-        from stateset_agents.training.metrics import MetricsLogger
+        from stateset_agents.training.metrics import MetricsLogger, truncate_metrics
         from stateset_agents.training.report import write_report
 
         config = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
         config.save(self.output_dir)
-        if config.resume:
-            self._resume()
+        resumed_from = self._resume() if config.resume else None
+        # A crash after logging an iteration but before its checkpoint left lines this run logs
+        # again: keep each iteration once (no checkpoint: the earlier partial run's lines all go).
+        dropped = truncate_metrics(self.output_dir, self.iteration_index)
         with MetricsLogger(self.output_dir, report_to=config.report_to, wandb_project=config.wandb_project,
                            wandb_run_name=config.wandb_run_name, config=config.model_dump(mode="json"),
-                           total_iterations=config.num_outer_iterations) as logger:
+                           total_iterations=config.num_outer_iterations,
+                           start_iteration=self.iteration_index) as logger:
+            if config.resume or dropped:
+                start = (f"resumed from {resumed_from} at iteration {self.iteration_index}" if resumed_from
+                         else "started from scratch (no checkpoint to resume from)")
+                logger.log_event(start + (f"; dropped {dropped} metrics.jsonl lines logged after iteration "
+                                          f"{self.iteration_index}" if dropped else ""))
             for iteration in range(self.iteration_index, config.num_outer_iterations):
                 if iteration > 0 and self.task_index(iteration) != self.task_index(iteration - 1):
                     logger.log_event(f"task boundary: {self.tasks[self.task_index(iteration - 1)].name} -> "
@@ -320,13 +328,14 @@ class GSPOTrainer:
         self.log(f"checkpoint: {path}")
         return path
 
-    def _resume(self) -> None:
+    def _resume(self) -> Path | None:
+        """Load the latest checkpoint (weights, optimizer, RNG, samplers, history); returns its path or None."""
         from stateset_agents.training.checkpoint import latest_checkpoint, load_checkpoint
 
         path = latest_checkpoint(self.output_dir)
         if path is None:
             self.log(f"resume: no checkpoint in {self.output_dir}; starting from scratch")
-            return
+            return None
         self.continual.before_load(path)  # the teacher adapter must exist before its weights load
         state = load_checkpoint(path, self.policy, self.optimizer, self.scheduler)
         self.continual.load_state(state.get("continual"))
@@ -337,6 +346,7 @@ class GSPOTrainer:
         self.update_generator.set_state(torch.tensor(state["update_generator"], dtype=torch.uint8))
         self.history = list(state.get("history", []))
         self.log(f"resumed from {path} at iteration {self.iteration_index}")
+        return path
 
 
 def _chunks(items: list, size: int) -> list[list]:
