@@ -64,3 +64,20 @@ def test_bad_inputs():
         group_advantages(torch.zeros(4))
     with pytest.raises(ValueError, match="must both be"):
         group_advantages_by_id(torch.zeros(4), torch.zeros(3))
+
+
+def test_huge_rewards_keep_their_signal():
+    # float32 squares of 1e30 overflow: the std became inf and every advantage silently 0
+    result = group_advantages(torch.tensor([[1e30, -1e30], [3e30, 1e30]]))
+    torch.testing.assert_close(result.advantages, torch.tensor([[1.0, -1.0], [1.0, -1.0]]), atol=1e-5, rtol=0)
+    assert result.advantages.dtype == torch.float32
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e200])
+def test_groups_that_overflow_get_nan_not_zero(bad):
+    # 1e200 is finite in float64 but its squared deviation is not; the other group is untouched
+    rewards = torch.tensor([[bad, -bad if bad == 1e200 else 0.0], [0.0, 1.0]], dtype=torch.float64)
+    result = group_advantages(rewards)
+    assert torch.isnan(result.advantages[0]).all()
+    torch.testing.assert_close(result.advantages[1], torch.tensor([-1.0, 1.0], dtype=torch.float64), atol=1e-5, rtol=0)
+    assert result.num_zero_variance_groups == 0

@@ -189,3 +189,38 @@ def test_kill_9_between_logging_and_checkpoint_then_resume_logs_each_iteration_o
     expected_adapter, actual_adapter = adapter_state(uninterrupted), adapter_state(resumed)
     assert all(torch.equal(expected_adapter[k], actual_adapter[k]) for k in expected_adapter)
 
+
+class ScriptedReward:
+    """Returns `values` in turn (episodes are scored in order: groups of 2 get consecutive values)."""
+
+    def __init__(self, *values: float):
+        self.values, self.calls = values, 0
+
+    def __call__(self, trajectory) -> float:
+        self.calls += 1
+        return self.values[(self.calls - 1) % len(self.values)]
+
+
+def test_rewards_of_1e30_still_give_advantages(tmp_path):
+    # float32 squares of 1e30 overflowed: every advantage was 0, so no gradient (grad_norm 0), silently
+    trainer = GSPOTrainer(tiny_config(tmp_path, num_outer_iterations=1), reward_fn=ScriptedReward(1e30, -1e30))
+    metrics = trainer.iteration(0)
+    assert metrics["groups/zero_variance"] == 0 and metrics["rewards/skipped"] == 0
+    assert metrics["grad_norm"] > 0 and metrics["optimizer_steps"] == 4
+
+
+@pytest.mark.parametrize("bad", [1e200, float("nan")])
+def test_reward_too_large_or_nan_fails_naming_the_reward_and_scenario(tmp_path, bad):
+    from stateset_agents.rewards.base import RewardError
+
+    trainer = GSPOTrainer(tiny_config(tmp_path, num_outer_iterations=1), reward_fn=ScriptedReward(bad, -bad))
+    with pytest.raises(RewardError, match=r"reward 'ScriptedReward' failed on scenario '[^?']+'.*(non-finite|finite)"):
+        trainer.iteration(0)
+
+
+def test_reward_overflow_with_skip_policy_drops_that_group_and_counts_it(tmp_path):
+    config = tiny_config(tmp_path, num_outer_iterations=1, reward_error_policy="skip")
+    trainer = GSPOTrainer(config, reward_fn=ScriptedReward(1e200, -1e200, 0.0, 1.0))  # group 0 overflows
+    metrics = trainer.iteration(0)
+    assert metrics["rewards/skipped"] == 2 and metrics["groups/total"] == 1
+    assert metrics["optimizer_steps"] > 0 and math.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0

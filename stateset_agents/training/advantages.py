@@ -7,6 +7,11 @@ std is the population standard deviation (divides by the group size), so a group
 have unit variance. A group whose rewards are all equal carries no learning signal: its
 advantages are exactly 0 and it is counted in `num_zero_variance_groups` (worth logging: a
 high count means the task is too easy or too hard for the current policy).
+
+The statistics are computed in float64 (rewards of magnitude 1e30 would overflow float32's
+squares and zero every advantage), and the result is returned in the rewards' dtype (float32
+for integer rewards). A group whose rewards are not finite, or so large that its spread still
+overflows, gets NaN advantages rather than silent zeros, so the caller can detect it.
 """
 
 from __future__ import annotations
@@ -39,20 +44,23 @@ def group_advantages_by_id(
     if rewards_B.dim() != 1 or group_ids_B.shape != rewards_B.shape:
         shapes = (tuple(rewards_B.shape), tuple(group_ids_B.shape))
         raise ValueError(f"rewards and group ids must both be [B]; got {shapes[0]} and {shapes[1]}")
-    rewards_B = rewards_B.float()
+    out_dtype = rewards_B.dtype if rewards_B.is_floating_point() else torch.float32
+    rewards_B = rewards_B.double()
     _, group_B = torch.unique(group_ids_B, return_inverse=True)
     num_groups = int(group_B.max().item()) + 1 if group_B.numel() else 0
 
     def group_mean(values_B: Tensor) -> Tensor:  # [B] -> [num_groups]
-        sums = torch.zeros(num_groups, device=values_B.device).index_add(0, group_B, values_B)
+        sums = torch.zeros(num_groups, dtype=values_B.dtype, device=values_B.device).index_add(0, group_B, values_B)
         return sums / torch.bincount(group_B, minlength=num_groups).clamp(min=1)
 
     centered_B = rewards_B - group_mean(rewards_B)[group_B]
     std_N = group_mean(centered_B**2).sqrt()
     zero_N = std_N <= _ZERO_STD
+    overflow_N = ~torch.isfinite(std_N)  # non-finite rewards, or a spread beyond float64
     advantages_B = centered_B / (std_N[group_B] + eps) if normalization == "group_std" else centered_B
     advantages_B = torch.where(zero_N[group_B], 0.0, advantages_B)
-    return GroupAdvantages(advantages_B, int(zero_N.sum().item()))
+    advantages_B = torch.where(overflow_N[group_B], float("nan"), advantages_B)
+    return GroupAdvantages(advantages_B.to(out_dtype), int(zero_N.sum().item()))
 
 
 def group_advantages(

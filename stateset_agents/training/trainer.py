@@ -151,7 +151,7 @@ class GSPOTrainer:
         reward_seconds = time.perf_counter() - reward_started
         update_started = time.perf_counter()
         kept = [(t, r) for t, r in zip(trajectories, results) if r is not None]
-        advantages, advantage_stats = self._advantages(kept)
+        kept, advantages, advantage_stats = self._advantages(kept, task)
         replayed = self.continual.replay(len(kept), task.name)  # earlier tasks' episodes, off-policy
         update_stats = self._update([t for t, _ in kept], advantages, replayed)
         self.continual.record([t for t, _ in kept], advantages, task.name)
@@ -161,7 +161,7 @@ class GSPOTrainer:
         metrics.update({
             "tokens/completion": rollout_stats.completion_tokens,
             "tokens/per_second": rollout_stats.completion_tokens / max(rollout_seconds, 1e-9),
-            "rewards/skipped": sum(r is None for r in results),
+            "rewards/skipped": len(trajectories) - len(kept),
             "time/rollout": rollout_seconds, "time/reward": reward_seconds, "time/update": update_seconds,
             "time/iteration": time.perf_counter() - started,
         })
@@ -176,16 +176,40 @@ class GSPOTrainer:
                 trajectory.reward, trajectory.reward_components = result.total, dict(result.components)
         return results
 
-    def _advantages(self, kept) -> tuple[list[float], dict[str, float]]:
+    def _advantages(self, kept, task) -> tuple[list, list[float], dict[str, float]]:
+        """Group advantages of the scored episodes: (episodes kept, their advantages, stats).
+
+        A group whose advantages are not finite (rewards too large for the computation, or for
+        the loss's float32) would train on garbage: it fails the run with a RewardError naming
+        the reward and the scenario, or under reward_error_policy="skip" its episodes are dropped
+        (counted in rewards/skipped).
+        """
+        from stateset_agents.rewards.base import RewardError, reward_name
         from stateset_agents.training.advantages import group_advantages_by_id
 
-        rewards = torch.tensor([r.total for _, r in kept], dtype=torch.float32)
-        groups = torch.tensor([t.group_id for t, _ in kept], dtype=torch.long)
         if not kept:
-            return [], {"groups": 0, "zero_variance_groups": 0}
-        result = group_advantages_by_id(rewards, groups, self.config.advantage_normalization)
-        stats = {"groups": len(set(groups.tolist())), "zero_variance_groups": result.num_zero_variance_groups}
-        return result.advantages.tolist(), stats
+            return kept, [], {"groups": 0, "zero_variance_groups": 0}
+        # float64: a float32 tensor would already turn rewards beyond ~3e38 into inf
+        rewards = torch.tensor([r.total for _, r in kept], dtype=torch.float64)
+        groups = [t.group_id for t, _ in kept]
+        result = group_advantages_by_id(rewards, torch.tensor(groups), self.config.advantage_normalization)
+        advantages = result.advantages.float().tolist()  # the loss's dtype
+        bad = sorted({g for g, a in zip(groups, advantages) if not math.isfinite(a)})
+        for group in bad:
+            members = [i for i, g in enumerate(groups) if g == group]
+            cause = ValueError(
+                f"the rewards {[kept[i][1].total for i in members]} of group {group} (episodes {members} of this "
+                f"iteration) give non-finite advantages: keep rewards in a moderate range (e.g. [0, 1]), or set "
+                f"reward_error_policy='skip' to drop such groups")
+            error = RewardError(reward_name(self.reward_for(task)), str(kept[members[0]][0].scenario.get("id", "?")), cause)
+            if self.config.reward_error_policy == "fail":
+                raise error
+            self.log(f"skipped: {error}")
+        if bad:
+            keep = [i for i, g in enumerate(groups) if g not in bad]
+            kept, advantages, groups = [kept[i] for i in keep], [advantages[i] for i in keep], [groups[i] for i in keep]
+        stats = {"groups": len(set(groups)), "zero_variance_groups": result.num_zero_variance_groups}
+        return kept, advantages, stats
 
     def _update(self, trajectories, advantages: list[float], replayed=()) -> list[dict[str, float]]:
         """Several optimizer steps over the rollout batch (+ replayed episodes); returns each step's statistics."""
