@@ -85,6 +85,7 @@ def _short(value) -> str:
 
 def run_training(config) -> int:
     from stateset_agents.models.loading import ModelNotAvailableError, UnsupportedSettingError
+    from stateset_agents.rewards.base import RewardError
     from stateset_agents.tasks.registry import UnknownTaskError
     from stateset_agents.training.run_dir import RunDirectoryError
     from stateset_agents.training.trainer import GSPOTrainer
@@ -94,7 +95,11 @@ def run_training(config) -> int:
         trainer = GSPOTrainer(config)
     except (ModelNotAvailableError, UnsupportedSettingError, UnknownTaskError, RunDirectoryError) as error:
         return fail(str(error))
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except RewardError as error:  # a reward function's output the run cannot train on (it says which)
+        return fail(f"{error} (checkpoints up to the last complete iteration are kept; fix the reward, then "
+                    f"--resume)")
     print(f"Done. Metrics: {result.output_dir / 'metrics.jsonl'}  Report: {result.output_dir / 'report.md'}")
     return 0
 
