@@ -75,7 +75,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from stateset_agents.core.agent import Agent, AgentConfig
+    from stateset_agents.rollout.agent import Agent, AgentConfig
     from stateset_agents.tasks.registry import get_task
 
     agent = Agent(AgentConfig(model_name=args.model, max_new_tokens=args.max_new_tokens, temperature=1.0,

@@ -69,7 +69,7 @@ def tokens_per_second(agent, convs, tools, tokens: int, batched: bool) -> float:
 
 
 def main() -> None:
-    from stateset_agents.core.agent import Agent, AgentConfig
+    from stateset_agents.rollout.agent import Agent, AgentConfig
     from stateset_agents.tasks.registry import get_task
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

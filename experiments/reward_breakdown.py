@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    from stateset_agents.core.agent import Agent, AgentConfig
+    from stateset_agents.rollout.agent import Agent, AgentConfig
     from stateset_agents.rewards.components import unbacked_claims
     from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
     from stateset_agents.tasks.registry import get_task

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def screen(model_dir: Path, scenarios: int, top_p: float, max_new_tokens: int = 64) -> dict:
     from warm_start_quality import model_quality
 
-    from stateset_agents.core.agent import Agent, AgentConfig
+    from stateset_agents.rollout.agent import Agent, AgentConfig
     from stateset_agents.tasks.registry import get_task, list_tasks
 
     agent = Agent(AgentConfig(model_name=str(model_dir), max_new_tokens=max_new_tokens, top_p=top_p,

@@ -36,7 +36,7 @@ def scripted_mean(task, agent_name: str, scenarios: int | None = None) -> float:
 
 def model_quality(agent, task, samples: int, seed: int, scenarios: int | None = None) -> dict:
     """Reward summary and well-formed share of `samples` episodes on each of the first `scenarios` eval scenarios."""
-    from stateset_agents.rewards.scoring import score_trajectories_sync
+    from stateset_agents.rewards.batch_rewards import score_trajectories_sync
     from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
     from stateset_agents.training.evaluation import isolated_rng, summarize
 
@@ -52,7 +52,7 @@ def model_quality(agent, task, samples: int, seed: int, scenarios: int | None = 
 
 
 def main() -> None:
-    from stateset_agents.core.agent import Agent, AgentConfig
+    from stateset_agents.rollout.agent import Agent, AgentConfig
     from stateset_agents.tasks.registry import get_task, list_tasks
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

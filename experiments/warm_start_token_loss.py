@@ -41,12 +41,12 @@ def token_kind(token: str, next_token: str, token_id: int, special_ids: set[int]
 def main() -> None:
     import torch
 
-    from stateset_agents.core.chat_format import get_chat_format
+    from stateset_agents.core.formats import get_chat_format
     from stateset_agents.models.loading import LoadSettings, load_model
     from stateset_agents.models.registry import ensure_embedded_model, is_embedded
     from stateset_agents.models.tiny_kimi import tool_argument_words
     from stateset_agents.rollout.encoding import PromptEncoder
-    from stateset_agents.rollout.scoring import build_scoring_batch, score_completions
+    from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
     from stateset_agents.training.warm_start import WarmStartSettings, reference_dialogues, turn_examples
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -29,7 +29,7 @@ def tiny_loaded(tiny_model_dir):
 
 @pytest.fixture()
 def tiny_agent(tiny_loaded):
-    from stateset_agents.core.agent import Agent, AgentConfig
+    from stateset_agents.rollout.agent import Agent, AgentConfig
 
     config = AgentConfig(model_name="tiny-kimi-k2.5-base", system_prompt="You are a support agent.",
                          max_new_tokens=24, model_kwargs={"chat_template_kwargs": {"thinking": True}})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from stateset_agents.core.agent import AgentConfig
+from stateset_agents.rollout.agent import AgentConfig
 
 
 def test_guide_snippet_runs_unchanged():
@@ -75,7 +75,7 @@ def test_training_config_passes_the_prompt_limit_to_the_agent():
 
 
 def test_a_request_over_the_limit_is_a_clear_error(tiny_agent):
-    from stateset_agents.core.agent import PromptTooLongError
+    from stateset_agents.rollout.agent import PromptTooLongError
 
     tiny_agent.config.max_prompt_tokens = 60
     short = [{"role": "user", "content": "hi"}]

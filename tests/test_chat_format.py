@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
-from stateset_agents.core.chat_format import (  # noqa: E402
+from stateset_agents.core.formats import (  # noqa: E402
     KIMI_CHAT_TEMPLATE,
     GenericChatFormat,
     KimiChatFormat,
@@ -383,7 +383,7 @@ def test_generic_parse(chatml_tokenizer):
     assert [(c.id, c.name, c.arguments) for c in parsed.tool_calls] == [
         ("call_0", "get_order", {"order_id": "1"}),
         ("call_1", "b", {"k": 2}),
-        ("call_2", "", None),
+        ("call_2", "c", None),  # the name is recovered from broken JSON (one Hermes parser: core.formats.hermes)
     ]
     assert len(parsed.errors) == 1 and "tool call 2" in parsed.errors[0]
     off = fmt.parse("<think>a</think>b<|im_end|>", thinking=False)

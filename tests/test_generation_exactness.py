@@ -12,7 +12,7 @@ from PIL import Image
 
 from stateset_agents.core.messages import image_to_data_url
 from stateset_agents.rollout.encoding import EncodedPrompt
-from stateset_agents.rollout.scoring import build_scoring_batch, score_completions
+from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
 
 TOLERANCE = 1e-4
 

@@ -143,7 +143,8 @@ def test_extract_images_in_order_and_message_text(red, red_path):
     ]
     colors = [image.getpixel((0, 0)) for image in extract_images(messages)]
     assert colors == [(0, 0, 255), (255, 0, 0)]
-    assert [message_text(m) for m in messages] == ["first", "ok", "a\nb"]
+    assert [message_text(m) for m in messages] == ["first", "ok", "a b"]  # the join rewards were measured with
+    assert message_text({"role": "user", "content": [{"type": "text", "text": " hi "}, {"type": "image"}]}) == "hi"
     assert message_text({"role": "assistant", "content": None}) == ""
 
 

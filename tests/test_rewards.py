@@ -22,7 +22,8 @@ from stateset_agents.rewards import (
 )
 from stateset_agents.rewards.components import trajectory_actions, unbacked_claims
 from stateset_agents.tasks import get_task, list_tasks
-from stateset_agents.tasks.scripted_agents import make_agent, run_scripted_episode
+from stateset_agents.tasks.episodes import run_scripted_episode
+from stateset_agents.tasks.scripted_agents import make_agent
 
 reward = 0.7  # the value the guide's snippet returns
 

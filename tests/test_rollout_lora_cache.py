@@ -94,7 +94,7 @@ def test_sampler_logprobs_match_the_trainer_with_an_active_adapter(peft_model, t
     """DESIGN.md invariant 1 with LoRA on: sampling runs on folded weights, scoring on PEFT's path."""
     from stateset_agents.rollout.encoding import EncodedPrompt
     from stateset_agents.rollout.hf_generation import HFGenerator, SamplingSettings
-    from stateset_agents.rollout.scoring import build_scoring_batch, score_completions
+    from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
 
     tokenizer = tiny_loaded.tokenizer
     generator = HFGenerator(peft_model, tokenizer.pad_token_id, [tokenizer.convert_tokens_to_ids("<|im_end|>")])

@@ -8,11 +8,8 @@ from statistics import mean
 import pytest
 
 from stateset_agents.tasks import get_task, list_tasks
-from stateset_agents.tasks.scripted_agents import (
-    generate_reference_dialogues,
-    make_agent,
-    run_scripted_episode,
-)
+from stateset_agents.tasks.episodes import generate_reference_dialogues, run_scripted_episode
+from stateset_agents.tasks.scripted_agents import make_agent
 
 
 def mean_reward(task_name: str, agent: str, split: str) -> float:
@@ -119,7 +116,7 @@ def test_mediocre_mistyped_id_fails_then_is_retried_correctly(task):
 
 @pytest.mark.parametrize("task", list_tasks())
 def test_reference_messages_render_and_round_trip_through_the_kimi_format(task):
-    from stateset_agents.core.chat_format import KimiChatFormat
+    from stateset_agents.core.formats import KimiChatFormat
     from stateset_agents.core.messages import extract_images, validate_messages
 
     chat = KimiChatFormat()

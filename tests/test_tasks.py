@@ -140,7 +140,7 @@ def non_finite_call(name: str, scenario: dict, number: str) -> tuple[str, str]:
 @pytest.mark.parametrize("number", NON_FINITE)
 @pytest.mark.parametrize("name", TASKS)
 def test_non_finite_tool_arguments_are_a_tool_error(name, number):
-    from stateset_agents.core.chat_format import KimiChatFormat
+    from stateset_agents.core.formats import KimiChatFormat
 
     task = get_task(name)
     scenario = task.train_scenarios()[0]

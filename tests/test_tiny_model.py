@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stateset_agents.core.chat_format import KimiChatFormat
+from stateset_agents.core.formats import KimiChatFormat
 from stateset_agents.models.tiny_kimi import TinyKimiSpec, build_tiny_kimi
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from stateset_agents.core.chat_format import get_chat_format
+from stateset_agents.core.formats import get_chat_format
 from stateset_agents.rollout.encoding import PromptEncoder
 from stateset_agents.tasks.episodes import generate_reference_dialogues
 from stateset_agents.tasks.registry import get_task

@@ -170,8 +170,18 @@ def content_parts(message: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def message_text(message: Mapping[str, Any]) -> str:
-    """The text parts of a message joined with newlines (images are skipped)."""
-    return "\n".join(part["text"] for part in content_parts(message) if part.get("type") == "text")
+    """The text of a message: a string content as it is; the text parts of a list content joined
+    with spaces and stripped (images and malformed parts skipped); "" for anything else.
+
+    The one text view of a message that users, scripted agents and rewards read (rewards were
+    measured with this space join; the chat formats render parts their own way)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content
+                        if isinstance(part, Mapping) and part.get("type") == "text").strip()
+    return ""
 
 
 def is_image_part(part: Mapping[str, Any]) -> bool:

@@ -2,7 +2,7 @@
 
 from stateset_agents.envs.base import END_REASONS, Environment, StepResult
 from stateset_agents.envs.facts import COMMON_FACTS, FactSpec
-from stateset_agents.envs.generic_tool_calls import parse_generic_tool_calls
+from stateset_agents.core.formats.hermes import parse_generic_tool_calls
 from stateset_agents.envs.llm_user import LLMUserSimulator
 from stateset_agents.envs.task_env import TaskEnvironment
 from stateset_agents.envs.tools import Tool, ToolError, ToolOutcome, ToolSet

@@ -16,8 +16,9 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from stateset_agents.core.messages import message_text
 from stateset_agents.envs.facts import FactSpec, fact_revealed_in, fact_spec
-from stateset_agents.envs.users import UserContext, UserReply, message_text
+from stateset_agents.envs.users import UserContext, UserReply
 
 __all__ = ["LLMUserSimulator", "DONE_MARKER", "GIVE_UP_MARKER"]
 

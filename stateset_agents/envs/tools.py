@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from stateset_agents.core.completion import ToolCall
-from stateset_agents.envs.generic_tool_calls import parse_generic_tool_calls
+from stateset_agents.core.formats.hermes import parse_generic_tool_calls
 
 __all__ = ["Tool", "ToolError", "ToolOutcome", "ToolSet", "parse_generic_tool_calls", "ERROR_PREFIX",
            "is_finite_number"]

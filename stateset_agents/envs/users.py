@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from stateset_agents.core.messages import message_text
 from stateset_agents.envs.facts import FactSpec, fact_asked, fact_spec
 from stateset_agents.envs.goals import says_all
 
-__all__ = ["UserContext", "UserReply", "UserSimulator", "RuleBasedUser", "LLMUserSimulator",
-           "RUDE_PATTERN", "is_rude", "message_text"]
+__all__ = ["UserContext", "UserReply", "UserSimulator", "RuleBasedUser", "RUDE_PATTERN", "is_rude"]
 
 RUDE_PATTERN = re.compile(
     r"\b(stupid|idiot\w*|dumb|shut up|whatever|not my problem|your (own )?fault|stop bothering|"
@@ -45,17 +45,6 @@ _PHRASES: dict[str, tuple[str, ...]] = {
     "restate": ("As I said: {problem}", "Again: {problem}"),
     "polite_prefix": ("Sure. ", "Of course. ", ""),
 }
-
-
-def message_text(message: Mapping[str, Any]) -> str:
-    """The text of a message (text parts joined; images skipped)."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content
-                        if isinstance(part, Mapping) and part.get("type") == "text").strip()
-    return ""
 
 
 def is_rude(text: str) -> bool:
@@ -168,11 +157,3 @@ class RuleBasedUser:
     def _pick(self, kind: str) -> str:
         return self.rng.choice(_PHRASES[kind])
 
-
-def __getattr__(name: str) -> Any:
-    """`LLMUserSimulator` lives in `llm_user`; re-exported here lazily (no import cycle)."""
-    if name == "LLMUserSimulator":
-        from stateset_agents.envs.llm_user import LLMUserSimulator
-
-        return LLMUserSimulator
-    raise AttributeError(name)

@@ -63,7 +63,7 @@ class TinyKimiSpec:
 
 def special_tokens() -> list[str]:
     """Every special token, in id order: the base tokens, then Kimi's format tokens."""
-    from stateset_agents.core.chat_format import KimiChatFormat
+    from stateset_agents.core.formats import KimiChatFormat
 
     ordered = list(BASE_TOKENS)
     for token in [*KimiChatFormat.special_tokens, VIDEO_PLACEHOLDER]:
@@ -89,7 +89,7 @@ def default_tokenizer_corpus(dialogues_per_task: int = 100) -> list[str]:
     Rendering whole conversations (tool declarations, system prompts, user replies, tool results)
     teaches the merges the strings the model actually reads, so prompts stay short.
     """
-    from stateset_agents.core.chat_format import KimiChatFormat
+    from stateset_agents.core.formats import KimiChatFormat
 
     chat_format = KimiChatFormat()
     return [chat_format.render(dialogue["messages"], tools=dialogue["tools"], add_generation_prompt=False)
@@ -123,7 +123,7 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int, max_token_length: in
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from stateset_agents.core.chat_format import KIMI_CHAT_TEMPLATE
+    from stateset_agents.core.formats import KIMI_CHAT_TEMPLATE
 
     specials = special_tokens()
     bpe = Tokenizer(models.BPE(unk_token="[UNK]"))

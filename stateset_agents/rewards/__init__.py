@@ -14,7 +14,7 @@ from stateset_agents.rewards.components import (
 )
 from stateset_agents.rewards.multi_objective_reward import MultiObjectiveReward
 from stateset_agents.rewards.multimodal import ImageConsistency
-from stateset_agents.rewards.scoring import ScoredBatch, score_trajectories, score_trajectories_sync
+from stateset_agents.rewards.batch_rewards import ScoredBatch, score_trajectories, score_trajectories_sync
 
 __all__ = [
     "RewardComponent", "RewardError", "RewardResult", "to_reward_result", "COMPONENTS", "DEFAULT_CLAIMS",

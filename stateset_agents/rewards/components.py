@@ -12,11 +12,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from stateset_agents.core.chat_format import load_json
+from stateset_agents.core.formats import load_json
+from stateset_agents.core.messages import message_text
 from stateset_agents.core.trajectory import Trajectory
 from stateset_agents.envs.goals import goal_progress, required_done
 from stateset_agents.envs.tools import ERROR_PREFIX
-from stateset_agents.envs.users import is_rude, message_text
+from stateset_agents.envs.users import is_rude
 from stateset_agents.rewards.base import RewardComponent, clamp01
 
 __all__ = ["GoalReached", "ToolUse", "PolicyCompliance", "Helpfulness", "Concision", "Format",

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from stateset_agents.core.chat_format import REASONING_KEYS, token_pattern
+from stateset_agents.core.formats import REASONING_KEYS, token_pattern
 from stateset_agents.core.messages import extract_images, validate_messages
 from stateset_agents.models.vision import ImageProcessorSettings, preprocess_images, tokens_per_image
 

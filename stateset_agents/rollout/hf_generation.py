@@ -1,6 +1,6 @@
 """Batched sampling with Hugging Face `generate`, returning exact ids and sampling logprobs.
 
-The sampling logprob of a token is defined once, here and in `rollout.scoring`: the log-softmax
+The sampling logprob of a token is defined once, here and in `rollout.logprobs`: the log-softmax
 of the model's *raw* logits divided by the temperature. `generate`'s `output_scores` come after
 its logits processors (top-k/top-p masking) and would differ by whole nats, so we read
 `output_logits` instead. With top-p < 1 (or top-k > 0) tokens are *drawn* from the truncated
@@ -18,6 +18,12 @@ import torch
 
 from stateset_agents.rollout.encoding import EncodedPrompt, image_inputs, left_padded_batch
 from stateset_agents.rollout.lora_cache import sampling_weights
+
+
+def kimi_temperature(thinking: bool) -> float:
+    """Kimi's advised sampling temperature: 1.0 with thinking, 0.6 without (the value a temperature of
+    None stands for in `AgentConfig` and `TrainingConfig`)."""
+    return 1.0 if thinking else 0.6
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from stateset_agents.tasks.base import Task
 from stateset_agents.tasks.episodes import generate_reference_dialogues, run_scripted_episode
 from stateset_agents.tasks.registry import get_task, list_tasks, register_task
-from stateset_agents.tasks.scenarios import ScenarioError, load_scenarios
+from stateset_agents.tasks.scenario_records import ScenarioError, load_scenarios
 from stateset_agents.tasks.scripted_agents import AGENTS, make_agent
 
 __all__ = ["Task", "get_task", "list_tasks", "register_task", "ScenarioError", "load_scenarios", "AGENTS", "make_agent",

@@ -27,7 +27,7 @@ from stateset_agents.envs.task_env import TaskEnvironment, UserArg
 from stateset_agents.envs.tools import ToolError, ToolSet, is_finite_number
 from stateset_agents.rewards.multi_objective_reward import MultiObjectiveReward
 from stateset_agents.tasks.images import scenario_image_url
-from stateset_agents.tasks.scenarios import load_scenarios
+from stateset_agents.tasks.scenario_records import load_scenarios
 
 __all__ = ["Task", "UniqueIds", "DATA_DIR", "SPLITS", "record_violation", "require_finite", "money", "scenario_text"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stateset_agents.tasks.base import DATA_DIR, Task, UniqueIds
 from stateset_agents.tasks.registry import get_task
-from stateset_agents.tasks.scenarios import dump_jsonl
+from stateset_agents.tasks.scenario_records import dump_jsonl
 
 __all__ = ["SEED", "SPLIT_SIZES", "BUILTIN_TASKS", "generate_task", "generate_all", "fresh_scenarios"]
 

@@ -8,15 +8,15 @@ vision tower can read them. The seed varies colours and positions, so no two pho
 
 from __future__ import annotations
 
-import base64
-import io
 import random
 from functools import lru_cache
 from typing import Any
 
 from PIL import Image, ImageDraw
 
-__all__ = ["PHOTO_SIZE", "render_photo", "png_data_url", "scenario_image_url", "scenario_photo"]
+from stateset_agents.core.messages import image_to_data_url
+
+__all__ = ["PHOTO_SIZE", "render_photo", "scenario_image_url", "scenario_photo"]
 
 PHOTO_SIZE = 56
 
@@ -48,16 +48,9 @@ def render_photo(kind: str, seed: int, size: int = PHOTO_SIZE) -> Image.Image:
     return image
 
 
-def png_data_url(image: Image.Image) -> str:
-    """A ``data:image/png;base64,...`` URL for `image`."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 @lru_cache(maxsize=512)
 def _photo_url(kind: str, seed: int) -> str:
-    return png_data_url(render_photo(kind, seed))
+    return image_to_data_url(render_photo(kind, seed))
 
 
 def scenario_image_url(scenario: dict[str, Any]) -> str | None:

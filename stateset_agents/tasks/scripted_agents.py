@@ -28,16 +28,16 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from stateset_agents.core.chat_format import load_json
+from stateset_agents.core.formats import load_json
 from stateset_agents.core.completion import ParsedCompletion, ToolCall
+from stateset_agents.core.messages import message_text
 from stateset_agents.envs.facts import fact_revealed_in, fact_spec
 from stateset_agents.envs.goals import args_match
 from stateset_agents.envs.tools import ERROR_PREFIX
-from stateset_agents.envs.users import message_text
 from stateset_agents.tasks.base import Task
 
 __all__ = ["ScriptedAgent", "OracleAgent", "MediocreAgent", "UnhelpfulAgent", "RudeAgent", "PolicyBreakingAgent",
-           "AGENTS", "make_agent", "run_scripted_episode", "generate_reference_dialogues"]
+           "AGENTS", "make_agent"]
 
 
 @dataclass
@@ -286,11 +286,3 @@ def make_agent(name: str, seed: int = 0) -> ScriptedAgent:
         raise ValueError(f"unknown scripted agent {name!r}; valid: {', '.join(AGENTS)}")
     return AGENTS[name](seed)
 
-
-def __getattr__(name: str) -> Any:
-    """`run_scripted_episode` and `generate_reference_dialogues` live in `tasks.episodes`."""
-    if name in ("run_scripted_episode", "generate_reference_dialogues"):
-        from stateset_agents.tasks import episodes
-
-        return getattr(episodes, name)
-    raise AttributeError(name)

@@ -69,7 +69,7 @@ def evaluate(
     **sampling,
 ) -> dict[str, Any]:
     """Mean reward and success rate of `agent` on `scenarios` (each sampled `samples_per_scenario` times)."""
-    from stateset_agents.rewards.scoring import score_trajectories_sync
+    from stateset_agents.rewards.batch_rewards import score_trajectories_sync
 
     specs = [EpisodeSpec(task, s, group_id=i) for i, s in enumerate(scenarios) for _ in range(samples_per_scenario)]
     with isolated_rng(seed):

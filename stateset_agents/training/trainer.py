@@ -28,13 +28,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from stateset_agents.core.agent import Agent, AgentConfig
+from stateset_agents.rollout.agent import Agent, AgentConfig
 from stateset_agents.training.continual import ContinualLearner, lwf_kl, rows_from_replay
 from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
 from stateset_agents.training.evaluation import evaluate, is_success, summarize
 from stateset_agents.training.policy import build_optimizer, prepare_policy, reference_context
 from stateset_agents.training.run_dir import check_run_directory
-from stateset_agents.training.scenarios import ScenarioSampler
+from stateset_agents.training.scenario_sampler import ScenarioSampler
 from stateset_agents.training.update import (
     MicroBatch, fill_reference_logprobs, make_micro_batch, optimizer_step, rows_from_trajectories, split_episodes,
 )
@@ -168,7 +168,7 @@ class GSPOTrainer:
         return metrics
 
     def _score(self, task, trajectories):
-        from stateset_agents.rewards.scoring import score_trajectories_sync
+        from stateset_agents.rewards.batch_rewards import score_trajectories_sync
 
         results = score_trajectories_sync(self.reward_for(task), trajectories, error_policy=self.config.reward_error_policy)
         for trajectory, result in zip(trajectories, results):

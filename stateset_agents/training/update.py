@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from stateset_agents.rollout.encoding import EncodedPrompt
-from stateset_agents.rollout.scoring import build_scoring_batch, score_completions
+from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Callable, Collection, Sequence
 import torch
 
 from stateset_agents.rollout.encoding import EncodedPrompt, PromptEncoder
-from stateset_agents.rollout.scoring import build_scoring_batch, score_completions
+from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
 from stateset_agents.training import copy_drills
 
 WARM_START_VERSION = 3
@@ -161,7 +161,7 @@ def supervised_epochs(model, examples, tokenizer, settings: WarmStartSettings,
 def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSettings = WarmStartSettings(),
                        log: Callable[[str], None] = print) -> Path:
     """Warm-start the base tiny model and save it as an ordinary model directory in `output_dir`."""
-    from stateset_agents.core.chat_format import get_chat_format
+    from stateset_agents.core.formats import get_chat_format
     from stateset_agents.models.loading import LoadSettings, load_model
     from stateset_agents.models.vision import ImageProcessorSettings
 

@@ -1,7 +1,7 @@
 """The agent: a model, its chat format, and batched generation over conversations.
 
 ```python
-from stateset_agents.core.agent import Agent, AgentConfig
+from stateset_agents.rollout.agent import Agent, AgentConfig
 agent = Agent(AgentConfig(model_name="tiny-kimi-k2.5", system_prompt="You are a support agent.",
                           model_kwargs={"chat_template_kwargs": {"thinking": True}}, max_new_tokens=64))
 turns = agent.generate([conversation_a, conversation_b])   # one `generate` call for the batch
@@ -20,7 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stateset_agents.core.completion import ParsedCompletion
 from stateset_agents.core.messages import validate_messages
+from stateset_agents.core.formats import get_chat_format
 from stateset_agents.core.trajectory import TurnSample
+from stateset_agents.models.loading import LoadSettings, load_model
+from stateset_agents.rollout.encoding import PromptEncoder
+from stateset_agents.rollout.hf_generation import HFGenerator, SamplingSettings, kimi_temperature
 
 # from_pretrained-style keys accepted in `model_kwargs` (besides `chat_template_kwargs`)
 LOAD_KEYS = ("dtype", "torch_dtype", "device", "attn_implementation", "load_in_4bit", "trust_remote_code")
@@ -83,7 +87,7 @@ class AgentConfig(BaseModel):
     def effective_temperature(self) -> float:
         if self.temperature is not None:
             return self.temperature
-        return 1.0 if self.thinking else 0.6
+        return kimi_temperature(self.thinking)
 
 
 class PromptTooLongError(ValueError):
@@ -102,8 +106,6 @@ class Agent:
     # -- loading -------------------------------------------------------------------------
     def load(self) -> "Agent":
         if self._loaded is None:
-            from stateset_agents.models.loading import LoadSettings, load_model
-
             options = self.config.model_kwargs
             settings = LoadSettings(
                 dtype=str(options.get("dtype", options.get("torch_dtype", "auto"))),
@@ -135,23 +137,17 @@ class Agent:
 
     @property
     def chat_format(self):
-        from stateset_agents.core.chat_format import get_chat_format
-
         return get_chat_format(self.tokenizer)
 
     @property
     def encoder(self):
         if self._encoder is None:
-            from stateset_agents.rollout.encoding import PromptEncoder
-
             self._encoder = PromptEncoder(self.tokenizer, self.chat_format, self.loaded.image_settings)
         return self._encoder
 
     @property
     def generator(self):
         if self._generator is None:
-            from stateset_agents.rollout.hf_generation import HFGenerator
-
             self._generator = HFGenerator(self.model, self.tokenizer.pad_token_id, self.stop_token_ids)
         return self._generator
 
@@ -160,8 +156,6 @@ class Agent:
         return [self.tokenizer.convert_tokens_to_ids(self.chat_format.end_of_turn_token)]
 
     def sampling(self, **overrides):
-        from stateset_agents.rollout.hf_generation import SamplingSettings
-
         values = dict(max_new_tokens=self.config.max_new_tokens, temperature=self.config.effective_temperature,
                       top_p=self.config.top_p, top_k=self.config.top_k)
         values.update(overrides)

@@ -1,4 +1,6 @@
-"""Tool calls written as plain JSON, for models without a native tool-call format.
+"""Tool calls written as plain JSON (Hermes / Qwen style), for models without Kimi's tool-call
+tokens: the one parser of this syntax, used by `GenericChatFormat` for ``<tool_call>`` blocks and
+by `parse_generic_tool_calls` for free text.
 
 Accepted forms (anywhere in the text):
 
@@ -19,11 +21,12 @@ import json
 import re
 from typing import Any
 
-from stateset_agents.core.chat_format import FINITE_JSON, load_json
 from stateset_agents.core.completion import ToolCall
+from stateset_agents.core.formats.parsing import FINITE_JSON, load_json
 
-__all__ = ["parse_generic_tool_calls"]
+__all__ = ["TOOL_CALL_OPEN", "TOOL_CALL_CLOSE", "parse_generic_tool_calls", "parse_tool_call_block"]
 
+TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
 _TAGGED = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.S)
 _NAME = re.compile(r'"name"\s*:\s*"([^"]*)"')
 
@@ -44,6 +47,16 @@ def parse_generic_tool_calls(text: str) -> list[ToolCall]:
 
 
 _Raw = tuple[str, "dict[str, Any] | None", str, "str | None"]
+
+
+def parse_tool_call_block(block: str, index: int = 0) -> ToolCall:
+    """The body of one ``<tool_call>`` block as a ToolCall with id ``call_{index}``; invalid JSON
+    gives arguments None and an `error` (the name recovered when possible)."""
+    try:
+        name, arguments, raw, error = _from_block(block)
+    except Exception as exc:  # noqa: BLE001 - the parser must never raise on model output (e.g. deep nesting)
+        name, arguments, raw, error = "", None, block.strip(), f"unreadable tool call: {type(exc).__name__}"
+    return ToolCall(id=f"call_{index}", name=name, arguments=arguments, raw_arguments=raw, error=error)
 
 
 def _from_block(block: str) -> _Raw | None:
