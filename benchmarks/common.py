@@ -167,8 +167,8 @@ def build_causal_lm(directory: Path, spec) -> None:
     import torch
     from transformers import DeepseekV3ForCausalLM, GenerationConfig
 
-    from stateset_agents.models.tiny_kimi import (build_tokenizer, default_tokenizer_corpus, kimi_config,
-                                                  tool_argument_words)
+    from stateset_agents.embedded.tokenizer_corpus import default_tokenizer_corpus, tool_argument_words
+    from stateset_agents.models.tiny_kimi import build_tokenizer, kimi_config
 
     tokenizer = build_tokenizer(default_tokenizer_corpus(), spec.vocab_size, whole_words=tool_argument_words())
     text_config = kimi_config(spec, tokenizer).text_config

@@ -29,7 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def build_seconds() -> float:
-    from stateset_agents.models.registry import ensure_embedded_model
+    from stateset_agents.embedded import ensure_embedded_model
 
     with tempfile.TemporaryDirectory() as cache:
         previous = os.environ.get("STATESET_AGENTS_CACHE")

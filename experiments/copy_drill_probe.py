@@ -41,7 +41,7 @@ def drill_loss(model, drills, pad_token_id: int) -> float:
 
 def main() -> None:
     from stateset_agents.models.loading import LoadSettings, load_model
-    from stateset_agents.models.registry import ensure_embedded_model
+    from stateset_agents.embedded import ensure_embedded_model
     from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
     from stateset_agents.training.copy_drills import copy_drill_examples
     from stateset_agents.training.warm_start import length_bucketed_batches

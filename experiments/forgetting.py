@@ -223,7 +223,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     global EVAL_SCENARIOS
     EVAL_SCENARIOS = args.eval_scenarios
-    from stateset_agents.models.registry import ensure_embedded_model
+    from stateset_agents.embedded import ensure_embedded_model
 
     tasks = args.tasks.split(",")
     if len(tasks) != 2:

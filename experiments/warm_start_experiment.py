@@ -41,7 +41,8 @@ def screen(model_dir: Path, scenarios: int, top_p: float, max_new_tokens: int = 
 
 
 def main() -> None:
-    from stateset_agents.models.tiny_kimi import TinyKimiSpec, build_tiny_kimi
+    from stateset_agents.embedded import build_base
+    from stateset_agents.models.tiny_kimi import TinyKimiSpec
     from stateset_agents.training.warm_start import WarmStartSettings, build_warm_started
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,7 +59,7 @@ def main() -> None:
         args.scenarios, max_new_tokens = 1, 8
     base, warm = args.out / "base", args.out / "out"
     if not base.exists():
-        build_tiny_kimi(base, TinyKimiSpec(**json.loads(args.spec)))
+        build_base(base, TinyKimiSpec(**json.loads(args.spec)))
     if not warm.exists():
         started = time.perf_counter()
         build_warm_started(base, warm, WarmStartSettings(**settings))

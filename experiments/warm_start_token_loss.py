@@ -43,8 +43,8 @@ def main() -> None:
 
     from stateset_agents.core.formats import get_chat_format
     from stateset_agents.models.loading import LoadSettings, load_model
-    from stateset_agents.models.registry import ensure_embedded_model, is_embedded
-    from stateset_agents.models.tiny_kimi import tool_argument_words
+    from stateset_agents.embedded import ensure_embedded_model, is_embedded
+    from stateset_agents.embedded.tokenizer_corpus import tool_argument_words
     from stateset_agents.rollout.encoding import PromptEncoder
     from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
     from stateset_agents.training.warm_start import WarmStartSettings, reference_dialogues, turn_examples

@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":
         return train_from_args(args)
     if args.command == "build-tiny-model":
-        from stateset_agents.models.registry import ensure_embedded_model
+        from stateset_agents.embedded import ensure_embedded_model
 
         print(ensure_embedded_model(args.name))
         return 0

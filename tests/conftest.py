@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    from stateset_agents.models.registry import ensure_embedded_model
+    from stateset_agents.embedded import ensure_embedded_model
 
     return ensure_embedded_model("tiny-kimi-k2.5-base")
 

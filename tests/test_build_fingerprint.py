@@ -11,7 +11,8 @@ import pytest
 
 from stateset_agents.models import tiny_kimi
 from stateset_agents.models.fingerprint import code_digest, normalized_python
-from stateset_agents.models.registry import _base_fingerprint, _warm_fingerprint, tasks_digest
+from stateset_agents.embedded import _base_fingerprint, _warm_fingerprint, base_sources, tasks_digest
+from stateset_agents.embedded import tokenizer_corpus
 from stateset_agents.training import warm_start
 from stateset_agents.training.warm_start import WarmStartSettings, warm_start_fingerprint, warm_start_sources
 
@@ -111,4 +112,6 @@ def test_tasks_digest_ignores_docstrings_but_not_code_or_data(tmp_path):
 def test_base_and_warm_keys_are_stable_and_nested():
     assert _base_fingerprint() == _base_fingerprint()
     assert _warm_fingerprint().startswith(_base_fingerprint() + "|")
-    assert warm_start.WARM_START_VERSION and f"code:{code_digest([Path(tiny_kimi.__file__)])}" in _base_fingerprint()
+    assert warm_start.WARM_START_VERSION and f"code:{code_digest(base_sources())}" in _base_fingerprint()
+    # the base model's build code: the model builder and the tokenizer corpus it is given
+    assert base_sources() == [Path(tiny_kimi.__file__), Path(tokenizer_corpus.__file__)]

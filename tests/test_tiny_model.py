@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from stateset_agents.core.formats import KimiChatFormat
-from stateset_agents.models.tiny_kimi import TinyKimiSpec, build_tiny_kimi
+from stateset_agents.embedded import build_base
+from stateset_agents.models.tiny_kimi import TinyKimiSpec
 
 
 def weights_digest(directory) -> str:
@@ -59,7 +60,7 @@ def test_what_the_agent_copies_is_never_fused_with_its_neighbours(tiny_loaded, t
 
 
 def test_tool_argument_words_come_from_the_tasks():
-    from stateset_agents.models.tiny_kimi import tool_argument_words
+    from stateset_agents.embedded.tokenizer_corpus import tool_argument_words
 
     words = tool_argument_words()
     assert {"laptop", "tablet", "billing", "hardware"} <= set(words)
@@ -78,13 +79,13 @@ def test_tokenizer_template_matches_the_python_renderer(tiny_loaded):
 
 
 def test_build_is_reproducible_from_the_seed(tmp_path, tiny_model_dir):
-    rebuilt = build_tiny_kimi(tmp_path / "again")
+    rebuilt = build_base(tmp_path / "again")
     assert weights_digest(rebuilt) == weights_digest(tiny_model_dir)
     assert (rebuilt / "tokenizer.json").read_text() == (tiny_model_dir / "tokenizer.json").read_text()
 
 
 def test_different_seed_gives_different_weights(tmp_path, tiny_model_dir):
-    other = build_tiny_kimi(tmp_path / "other", TinyKimiSpec(seed=1))
+    other = build_base(tmp_path / "other", TinyKimiSpec(seed=1))
     assert weights_digest(other) != weights_digest(tiny_model_dir)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from stateset_agents.models.registry import ensure_embedded_model, is_embedded
+from stateset_agents.models.embedded_names import embedded_model_path, is_embedded
 from stateset_agents.models.vision import ImageProcessorSettings
 
 KIMI_MODEL_TYPES = ("kimi_k25", "kimi_k2")
@@ -94,7 +94,7 @@ def _hub_not_available(name: str, reason: str) -> ModelNotAvailableError:
 def resolve_model_path(name_or_path: str) -> str:
     """A local directory holding the model's config.json."""
     if is_embedded(name_or_path):
-        return str(ensure_embedded_model(name_or_path))
+        return str(embedded_model_path(name_or_path))
     local = Path(name_or_path).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists():

@@ -6,7 +6,8 @@ a 2-layer MoonViT vision tower) with a byte-level BPE tokenizer trained locally 
 The tokenizer carries Kimi's special tokens and a jinja chat template reproducing Kimi's format,
 so it exercises the same code paths as the real 1T model: MLA and expert LoRA targets, thinking,
 tool calls, images. It is built once, reproducibly from a seed, and saved as an ordinary Hugging
-Face model directory (see `stateset_agents.models.registry` for where).
+Face model directory (see `stateset_agents.embedded` for where,
+and for the task dialogues its tokenizer is trained on).
 
 Simplification: special tokens take the lowest ids (0..N-1) instead of Kimi's 163584+.
 """
@@ -16,12 +17,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
+from stateset_agents.core.formats import KIMI_CHAT_TEMPLATE, KimiChatFormat
 from stateset_agents.models.vision import ImageProcessorSettings
 
 BASE_TOKENS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
@@ -63,50 +64,11 @@ class TinyKimiSpec:
 
 def special_tokens() -> list[str]:
     """Every special token, in id order: the base tokens, then Kimi's format tokens."""
-    from stateset_agents.core.formats import KimiChatFormat
-
     ordered = list(BASE_TOKENS)
     for token in [*KimiChatFormat.special_tokens, VIDEO_PLACEHOLDER]:
         if token not in ordered:
             ordered.append(token)
     return ordered
-
-
-@lru_cache(maxsize=2)
-def _tokenizer_dialogues(dialogues_per_task: int = 100) -> tuple[dict, ...]:
-    """Scripted dialogues of every task; the tokenizer's merges and whole words are learned from them
-    (cached: a build asks twice)."""
-    from stateset_agents.tasks.episodes import generate_reference_dialogues
-    from stateset_agents.tasks.registry import list_tasks
-
-    return tuple(dialogue for offset, name in enumerate(list_tasks())
-                 for dialogue in generate_reference_dialogues(name, dialogues_per_task, seed=1000 + offset))
-
-
-def default_tokenizer_corpus(dialogues_per_task: int = 100) -> list[str]:
-    """Text the BPE merges are learned from: scripted task dialogues rendered in Kimi's format.
-
-    Rendering whole conversations (tool declarations, system prompts, user replies, tool results)
-    teaches the merges the strings the model actually reads, so prompts stay short.
-    """
-    from stateset_agents.core.formats import KimiChatFormat
-
-    chat_format = KimiChatFormat()
-    return [chat_format.render(dialogue["messages"], tools=dialogue["tools"], add_generation_prompt=False)
-            for dialogue in _tokenizer_dialogues(dialogues_per_task)]
-
-
-def tool_argument_words(dialogues_per_task: int = 100) -> list[str]:
-    """Words the agent copies from the conversation into tool arguments (``laptop``, ``billing``,
-    ``east``): the tasks' string arguments that contain no digits, sorted."""
-    words = set()
-    for dialogue in _tokenizer_dialogues(dialogues_per_task):
-        for message in dialogue["messages"]:
-            for call in message.get("tool_calls") or []:
-                for value in json.loads(call["function"]["arguments"]).values():
-                    if isinstance(value, str) and re.fullmatch(r"[a-z]+", value):
-                        words.add(value)
-    return sorted(words)
 
 
 def build_tokenizer(corpus: Iterable[str], vocab_size: int, max_token_length: int = 32,
@@ -122,8 +84,6 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int, max_token_length: in
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from stateset_agents.core.formats import KIMI_CHAT_TEMPLATE
 
     specials = special_tokens()
     bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
@@ -223,12 +183,14 @@ def kimi_config(spec: TinyKimiSpec, tokenizer):
     )
 
 
-def build_tiny_kimi(directory: str | Path, spec: TinyKimiSpec = TinyKimiSpec()) -> Path:
-    """Build the base tiny Kimi-K2.5 into `directory` (model, tokenizer, preprocessor, generation config)."""
+def build_tiny_kimi(directory: str | Path, corpus: Iterable[str], whole_words: Iterable[str] = (),
+                    spec: TinyKimiSpec = TinyKimiSpec()) -> Path:
+    """Build the base tiny Kimi-K2.5 into `directory` (model, tokenizer, preprocessor, generation
+    config), its tokenizer trained on `corpus` with `whole_words` kept apart (`build_tokenizer`)."""
     from transformers import GenerationConfig, Kimi_K25ForConditionalGeneration
 
     directory = Path(directory)
-    tokenizer = build_tokenizer(default_tokenizer_corpus(), spec.vocab_size, whole_words=tool_argument_words())
+    tokenizer = build_tokenizer(corpus, spec.vocab_size, whole_words=whole_words)
     config = kimi_config(spec, tokenizer)
     torch.manual_seed(spec.seed)
     model = Kimi_K25ForConditionalGeneration(config).eval()

@@ -5,6 +5,11 @@ built on first use into `$STATESET_AGENTS_CACHE/models/NAME` (default `~/.cache/
 and reused while their build fingerprint matches. Builds go to a temporary directory that is
 renamed into place, under a file lock, so concurrent or interrupted builds never leave a
 half-written model behind.
+
+This package sits above every other layer: a build needs the model builder (`models.tiny_kimi`),
+the tasks (the tokenizer corpus, `embedded.tokenizer_corpus`) and the trainer's warm start
+(`training.warm_start`). It registers its names with `models.embedded_names`, through which
+`models.loading` resolves them without importing upward; `import stateset_agents` does that.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
+
+from stateset_agents.models.embedded_names import is_embedded, register_embedded_model
 
 BUILD_INFO = "build_info.json"
 CACHE_ENV = "STATESET_AGENTS_CACHE"
@@ -45,19 +52,30 @@ def tasks_digest(tasks_dir: Path | None = None) -> str:
     return directory_digest(tasks_dir or Path(__file__).resolve().parent.parent / "tasks")
 
 
+def base_sources() -> list[Path]:
+    """The code that builds the base model: the model builder and the tokenizer corpus."""
+    from stateset_agents.embedded import tokenizer_corpus
+    from stateset_agents.models import tiny_kimi
+
+    return [Path(tiny_kimi.__file__), Path(tokenizer_corpus.__file__)]
+
+
 def _base_fingerprint() -> str:
-    """Spec, build code (`models/tiny_kimi.py`, without docstrings and comments) and task package."""
+    """Spec, build code (`base_sources()`, without docstrings and comments) and task package."""
     from stateset_agents.models import tiny_kimi
     from stateset_agents.models.fingerprint import code_digest
 
-    code = code_digest([Path(tiny_kimi.__file__)])
+    code = code_digest(base_sources())
     return f"base-v2|{tiny_kimi.TinyKimiSpec().fingerprint()}|code:{code}|tasks:{tasks_digest()}"
 
 
-def _build_base(directory: Path) -> None:
-    from stateset_agents.models.tiny_kimi import build_tiny_kimi
+def build_base(directory: Path, spec=None) -> Path:
+    """Build the base tiny Kimi-K2.5 (spec default `TinyKimiSpec()`) with its tokenizer trained on the
+    tasks' dialogues."""
+    from stateset_agents.embedded.tokenizer_corpus import default_tokenizer_corpus, tool_argument_words
+    from stateset_agents.models.tiny_kimi import TinyKimiSpec, build_tiny_kimi
 
-    build_tiny_kimi(directory)
+    return build_tiny_kimi(directory, default_tokenizer_corpus(), tool_argument_words(), spec or TinyKimiSpec())
 
 
 def _warm_fingerprint() -> str:
@@ -74,17 +92,13 @@ def _build_warm(directory: Path) -> None:
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "tiny-kimi-k2.5-base": EmbeddedModel(
-        "tiny-kimi-k2.5-base", "tiny Kimi-K2.5, random init (seconds to build)", _base_fingerprint, _build_base
+        "tiny-kimi-k2.5-base", "tiny Kimi-K2.5, random init (seconds to build)", _base_fingerprint, build_base
     ),
     "tiny-kimi-k2.5": EmbeddedModel(
         "tiny-kimi-k2.5", "tiny Kimi-K2.5 warm-started on task dialogues (minutes to build)",
         _warm_fingerprint, _build_warm,
     ),
 }
-
-
-def is_embedded(name: str) -> bool:
-    return name in EMBEDDED_MODELS
 
 
 @contextmanager
@@ -129,3 +143,7 @@ def ensure_embedded_model(name: str, *, log: Callable[[str], None] = print) -> P
             shutil.rmtree(staging, ignore_errors=True)
         log(f"Built {name} in {seconds:.1f}s")
     return target
+
+
+for _name in EMBEDDED_MODELS:
+    register_embedded_model(_name, ensure_embedded_model)
