@@ -19,7 +19,7 @@ from stateset_agents.models.lora_targets import (
 )
 
 GUIDE_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-KIMI_CONFIG = Path("/work/shared/fixtures/kimi-k2.5-config.json")
+KIMI_CONFIG = Path(__file__).parent / "fixtures" / "kimi-k2.5-config.json"  # the public checkpoint's config
 MLA_ATTENTION = {"q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"}
 
 TINY_TEXT = dict(
