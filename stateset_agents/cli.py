@@ -3,6 +3,7 @@
     stateset-agents train --model tiny-kimi-k2.5 --task customer_service --use-lora
     stateset-agents train --config outputs/run/config.yaml --resume
     stateset-agents build-tiny-model
+    stateset-agents plan --model moonshotai/Kimi-K2.5 --gpu-memory 141 --gpus-per-node 8
 """
 
 from __future__ import annotations
@@ -125,6 +126,17 @@ def train_from_args(args: argparse.Namespace) -> int:
     return run_training(config)
 
 
+def plan_from_args(args: argparse.Namespace) -> int:
+    """Print the plan (training/plan.py); a missing config or a bad flag is one `error:` line."""
+    from stateset_agents.training.plan import run_plan
+
+    try:
+        print(run_plan(args))
+    except ValueError as error:  # PlanError, a bad TrainingConfig file, a LoRA target that matches nothing
+        return fail(str(error))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stateset-agents", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,7 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_training_flags(train)
     build = commands.add_parser("build-tiny-model", help="build (or rebuild) the embedded tiny Kimi-K2.5")
     build.add_argument("--name", default="tiny-kimi-k2.5", choices=["tiny-kimi-k2.5", "tiny-kimi-k2.5-base"])
+    from stateset_agents.training.plan import add_plan_arguments
+
+    add_plan_arguments(commands.add_parser("plan", help="will it fit, and on what? GPUs for training and rollouts"))
     args = parser.parse_args(argv)
+    if args.command == "plan":
+        return plan_from_args(args)
     if args.command == "train":
         return train_from_args(args)
     if args.command == "build-tiny-model":
