@@ -21,7 +21,11 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                              "(moonshotai/Kimi-K2.5)")
     parser.add_argument("--task", default=None,
                         help="customer_service (default), technical_support, sales, or a comma-separated sequence")
-    parser.add_argument("--use-lora", action="store_true", default=None, help="train LoRA adapters (recommended)")
+    lora = parser.add_mutually_exclusive_group()
+    lora.add_argument("--use-lora", dest="use_lora", action="store_true", default=None,
+                      help="train LoRA adapters (the default of the Kimi preset)")
+    lora.add_argument("--no-lora", dest="use_lora", action="store_false", default=None,
+                      help="full fine-tuning instead of LoRA (every weight trains)")
     parser.add_argument("--use-4bit", action="store_true", default=None,
                         help="load the base model 4-bit with bitsandbytes (QLoRA; CUDA only)")
     parser.add_argument("--wandb", action="store_true", default=None, help="log to Weights & Biases")
@@ -62,7 +66,7 @@ def config_from_args(args: argparse.Namespace):
     elif saved is not None:  # --resume: the run continues exactly as configured, flags are checked against it
         config = saved.replace(**given)
     else:
-        preset = {"model_name": "tiny-kimi-k2.5", "use_lora": False, **given, "output_dir": output_dir}
+        preset = {"model_name": "tiny-kimi-k2.5", **given, "output_dir": output_dir}  # LoRA unless --no-lora
         config = get_kimi25_config(**preset)
     if args.wandb and "wandb" not in config.report_to:
         config = config.replace(report_to=[*config.report_to, "wandb"])

@@ -196,3 +196,15 @@ def test_a_second_demo_replaces_the_first_but_no_other_run(tmp_path):
     replace_earlier_demo(demo_config(str(earlier), iterations=6, seed=1))
     replace_earlier_demo(demo_config(str(other), iterations=12, seed=0))
     assert not earlier.exists() and (other / "checkpoints" / "iter_000004").is_dir()
+
+
+@pytest.mark.parametrize(("flags", "use_lora"), [([], True), (["--use-lora"], True), (["--no-lora"], False)])
+def test_lora_is_the_default_and_no_lora_asks_for_full_fine_tuning(tmp_path, flags, use_lora):
+    import argparse
+
+    from stateset_agents.cli import add_training_flags, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_training_flags(parser)
+    config = config_from_args(parser.parse_args(["--output-dir", str(tmp_path / "o"), *flags]))
+    assert config.use_lora is use_lora
