@@ -200,3 +200,16 @@ def test_kimi25_preset_prompts_sampling_and_overrides():
         get_kimi25_config(num_generation=4)
     with pytest.raises(ValidationError, match="group needs at least 2"):
         get_kimi25_config(num_generations=1)
+
+
+def test_removed_router_aux_loss_coef_is_explained(tmp_path):
+    # Kimi-K2.5 balances experts without an auxiliary loss: the field was never read and is gone
+    path = tmp_path / "config.yaml"
+    path.write_text("router_aux_loss_coef: 0.01\n")
+    with pytest.raises(ValidationError, match="no longer a TrainingConfig field.*aux-loss-free.*noaux_tc"):
+        TrainingConfig.from_file(path)
+    # an earlier run's config.yaml holds the "off" value: accepted with the same explanation, so it can resume
+    path.write_text("router_aux_loss_coef: 0.0\nseed: 4\n")
+    with pytest.warns(UserWarning, match="router_aux_loss_coef.*noaux_tc.*ignored"):
+        config = TrainingConfig.from_file(path)
+    assert config.seed == 4 and "router_aux_loss_coef" not in config.model_dump()

@@ -150,6 +150,15 @@ class Task(ABC):
 
     # -- episodes --------------------------------------------------------------------------------
 
+    def with_system_prompt(self, system_prompt: str | None) -> Task:
+        """This task with `system_prompt` replacing its own in every environment it makes (a copy
+        sharing tools and data); None returns the task unchanged."""
+        if system_prompt is None:
+            return self
+        task = copy.copy(self)
+        task.system_prompt = system_prompt  # type: ignore[misc]  # instance value over the ClassVar
+        return task
+
     def make_env(self, scenario: Mapping[str, Any], *, max_turns: int = 6, user: UserArg = None,
                  seed: int = 0, patience: int = 3) -> TaskEnvironment:
         """A fresh single-use environment (the scenario is deep-copied).

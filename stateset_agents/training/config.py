@@ -28,7 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["TrainingConfig", "CONTINUAL_STRATEGIES", "describe_validation_error"]
+__all__ = ["TrainingConfig", "CONTINUAL_STRATEGIES", "REMOVED_FIELDS", "describe_validation_error"]
 
 CONTINUAL_STRATEGIES = ("none", "replay", "lwf", "replay_lwf")
 DEFAULT_MODEL = "tiny-kimi-k2.5"
@@ -110,9 +110,6 @@ class TrainingConfig(BaseModel):
     clip_epsilon_high: float = Field(4e-4, ge=0.0, description="Ratio clipped above at 1 + eps_high.")
     kl_beta: float = Field(0.0, ge=0.0, description=(
         "Coefficient of the k3 KL to the reference policy (the base model: LoRA disabled); 0 = off."))
-    router_aux_loss_coef: float = Field(0.0, ge=0.0, description=(
-        "Coefficient of the MoE router load-balancing loss added to the policy loss; 0 = off "
-        "(DeepSeek-V3/Kimi balance experts without an auxiliary loss)."))
     advantage_normalization: Literal["group_std", "group_mean_only"] = Field("group_std", description=(
         "group_std: (r - group mean) / group std; group_mean_only: r - group mean."))
 
@@ -126,7 +123,8 @@ class TrainingConfig(BaseModel):
     top_k: int = Field(0, ge=0, description="Top-k sampling; 0 = off.")
     thinking: bool = Field(True, description="Kimi thinking mode (chat_template_kwargs={'thinking': ...}).")
     system_prompt: str | None = Field(None, description=(
-        "System prompt override; None = each task's own prompt (which states its tools and policies)."))
+        "System prompt of every training and evaluation episode, replacing the task's own; None = each "
+        "task's own prompt (which states its tools and policies)."))
     max_prompt_tokens: int | None = Field(None, ge=1, description=(
         "Most tokens an episode's prompt (the conversation so far) may hold before a turn is sampled; an "
         "episode that would exceed it ends with end reason context_limit. None = the model's maximum length "
@@ -163,6 +161,7 @@ class TrainingConfig(BaseModel):
     @classmethod
     def _no_unknown_fields(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            data = _drop_removed_defaults(data)
             unknown = [key for key in data if key not in cls.model_fields]
             if unknown:
                 raise ValueError("; ".join(_unknown_field_message(key) for key in unknown))
@@ -316,7 +315,31 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
+# Settings that existed but did nothing: why each is gone, and the value that meant "off" (an
+# earlier run's config.yaml holds it; that is accepted with a warning so the run can resume).
+REMOVED_FIELDS: dict[str, tuple[str, Any]] = {
+    "router_aux_loss_coef": (
+        "Kimi-K2.5 (like DeepSeek-V3) routes experts aux-loss-free (topk_method noaux_tc: a per-expert bias "
+        "balances the load), so there is no router load-balancing loss to weight; the setting was never read "
+        "and has been removed", 0.0),
+}
+
+
+def _removed_field_message(key: str) -> str:
+    return f"{key!r} is no longer a TrainingConfig field: {REMOVED_FIELDS[key][0]}. Delete it from the config"
+
+
+def _drop_removed_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop removed fields set to their "off" value, with a warning; other values stay (and fail)."""
+    inert = [key for key, (_, off) in REMOVED_FIELDS.items() if key in data and data[key] == off]
+    for key in inert:
+        warnings.warn(_removed_field_message(key) + " (its value here, off, is ignored).", UserWarning, stacklevel=6)
+    return {k: v for k, v in data.items() if k not in inert}
+
+
 def _unknown_field_message(key: str) -> str:
+    if key in REMOVED_FIELDS:
+        return _removed_field_message(key) + "."
     close = difflib.get_close_matches(str(key), TrainingConfig.model_fields, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown TrainingConfig field {key!r}{hint}"
