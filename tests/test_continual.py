@@ -10,7 +10,7 @@ from test_trainer import LengthReward, tiny_config
 
 from stateset_agents.training.config import TrainingConfig
 from stateset_agents.training.continual import (
-    REPLAY_BUFFER_FILE, ReplayBuffer, ReplayEpisode, ReplayTurn, TeacherAdapter, lwf_kl, replay_count,
+    REPLAY_BUFFER_FILE, ReplayBuffer, ReplayEpisode, ReplayTurn, TeacherAdapter, replay_count,
     rows_from_replay,
 )
 from stateset_agents.training.losses import policy_loss
@@ -20,7 +20,7 @@ TASKS = "customer_service,technical_support"
 
 
 def episode(task: str, index: int = 0, advantage: float = 0.5) -> ReplayEpisode:
-    turn = ReplayTurn([1, 2, 3, index], [4 + index % 5, 5], [-0.25, -1.5])
+    turn = ReplayTurn([1, 2, 3, index], [4 + index % 5, 5], [-0.25, -1.5], temperature=0.7, policy_version=index)
     return ReplayEpisode(task, reward=float(index), advantage=advantage, turns=[turn])
 
 
@@ -98,6 +98,7 @@ def test_buffer_round_trips_through_a_file_with_its_rng(tmp_path):
         assert (a.reward, a.advantage) == (b.reward, b.advantage)
         for name in ("prompt_ids", "completion_ids", "logprobs"):
             assert torch.equal(getattr(a.turns[0], name), getattr(b.turns[0], name))
+        assert (b.turns[0].temperature, b.turns[0].policy_version) == (0.7, a.turns[0].policy_version)
     assert torch.equal(buffer.items[0].turns[0].pixel_values, restored.items[0].turns[0].pixel_values)
     # the RNG continues identically
     extra = [episode("c", 100 + i) for i in range(20)]
@@ -115,6 +116,9 @@ def test_replayed_rows_keep_behaviour_logprobs_and_advantage_and_clipping_bounds
     stored = episode("a", 1, advantage=1.0)
     (row,) = rows_from_replay([stored], first_episode=7)
     assert row.old_logprobs == [-0.25, -1.5] and row.advantage == 1.0 and row.episode == 7
+    assert (row.temperature, row.policy_version) == (0.7, 1)  # scored as it was sampled, not at today's setting
+    with pytest.raises(ValueError, match="no sampling temperature"):
+        rows_from_replay([ReplayEpisode("a", 0.0, 1.0, [ReplayTurn([1], [2], [-0.5])])], first_episode=0)
     old = torch.tensor([row.old_logprobs])
     mask = torch.ones(1, 2)
 
@@ -131,30 +135,6 @@ def test_replayed_rows_keep_behaviour_logprobs_and_advantage_and_clipping_bounds
     # d(-s*A)/d logp_t = -s*A/|y| per token: 2 tokens * e^-0.5 / 2 = e^-0.5
     assert grad_at(-0.5, 1.0) == pytest.approx(torch.exp(torch.tensor(-0.5)).item(), rel=1e-5)
     assert grad_at(+0.5, -1.0) > 0.0
-
-
-# ----------------------------------------------------------------------------- LwF KL
-
-
-def test_lwf_kl_is_zero_when_equal_and_positive_otherwise():
-    logp = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, -0.7, -3.0]], requires_grad=True)
-    mask = torch.tensor([[1, 1, 0], [0, 1, 1]])
-    assert lwf_kl(logp, logp.detach().clone(), mask).item() == pytest.approx(0.0, abs=1e-7)
-    # masked positions do not count, whatever their values
-    garbage = logp.detach().clone()
-    garbage[0, 2], garbage[1, 0] = 5.0, -9.0
-    assert lwf_kl(logp, garbage, mask).item() == pytest.approx(0.0, abs=1e-7)
-    teacher = logp.detach().clone()
-    teacher[0, 0] = -2.0  # d = teacher - logp = -1 on one of row 0's two tokens
-    # k3 = e^-1 + 1 - 1 = 0.36788; row 0 mean 0.18394, row 1 mean 0; sequences -> 0.09197
-    kl = lwf_kl(logp, teacher, mask)
-    assert kl.item() == pytest.approx((torch.exp(torch.tensor(-1.0)).item()) / 4, rel=1e-5)
-    kl.backward()
-    assert logp.grad[0, 0] != 0 and logp.grad[1, 0] == 0
-    # rows 0 and 1 as one sequence (2 + 3 sampled tokens pooled): e^-1 / 5, not the row-wise e^-1 / 4
-    full = torch.tensor([[1, 1, 0], [1, 1, 1]])
-    pooled = lwf_kl(logp.detach(), teacher, full, sequence_index_B=torch.tensor([4, 4]))
-    assert pooled.item() == pytest.approx(torch.exp(torch.tensor(-1.0)).item() / 5, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- in the trainer

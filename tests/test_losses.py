@@ -1,4 +1,5 @@
-"""policy_loss against hand computations (values worked out in the comments)."""
+"""The whole objective (training/losses.py) against hand computations (values worked out in the comments):
+the policy term, the reference and LwF teacher KL terms, and the importance-weight correction."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stateset_agents.training.losses import k3_kl, policy_loss
+from stateset_agents.training.losses import k3_kl, policy_loss, sequence_kl
 
 E = math.e
 
@@ -216,3 +217,114 @@ def test_shape_mismatch_raises():
         policy_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2), torch.ones(2, 3))
     with pytest.raises(ValueError, match="advantages must be"):
         policy_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3), torch.ones(2, 3))
+
+
+# ----------------------------------------------------------------------------- LwF teacher KL
+
+
+def test_teacher_kl_is_zero_when_equal_and_positive_otherwise():
+    logp = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, -0.7, -3.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 0], [0, 1, 1]])
+    assert sequence_kl(logp, logp.detach().clone(), mask).item() == pytest.approx(0.0, abs=1e-7)
+    # masked positions do not count, whatever their values
+    garbage = logp.detach().clone()
+    garbage[0, 2], garbage[1, 0] = 5.0, -9.0
+    assert sequence_kl(logp, garbage, mask).item() == pytest.approx(0.0, abs=1e-7)
+    teacher = logp.detach().clone()
+    teacher[0, 0] = -2.0  # d = teacher - logp = -1 on one of row 0's two tokens
+    # k3 = e^-1 + 1 - 1 = 0.36788; row 0 mean 0.18394, row 1 mean 0; sequences -> 0.09197
+    kl = sequence_kl(logp, teacher, mask)
+    assert kl.item() == pytest.approx(math.exp(-1) / 4, rel=1e-5)
+    kl.backward()
+    assert logp.grad[0, 0] != 0 and logp.grad[1, 0] == 0
+    # rows 0 and 1 as one sequence (2 + 3 sampled tokens pooled): e^-1 / 5, not the row-wise e^-1 / 4
+    full = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    pooled = sequence_kl(logp.detach(), teacher, full, sequence_index_B=torch.tensor([4, 4]))
+    assert pooled.item() == pytest.approx(math.exp(-1) / 5, rel=1e-5)
+
+
+def test_teacher_kl_term_in_the_loss_and_its_gradient():
+    # ratio 1, A = 0: the policy term is 0. teacher logp = log 0.5 on both tokens, logp = 0:
+    # k3 = 0.5 + log 2 - 1 = 0.19315 per token -> KL_teacher 0.19315; loss = 0.5 * 0.19315.
+    # d k3 / d logp = 1 - exp(t - logp) = 0.5 per token; token mean -> 0.25; times beta 0.5 -> 0.125.
+    logprobs = torch.zeros(1, 2, requires_grad=True)
+    teacher = torch.full((1, 2), math.log(0.5))
+    loss, stats = policy_loss(logprobs, logprobs.detach(), torch.zeros(1), torch.ones(1, 2),
+                              teacher_logprobs_B_T=teacher, teacher_kl_beta=0.5)
+    k3 = 0.5 + math.log(2) - 1
+    assert loss.item() == pytest.approx(0.5 * k3, rel=1e-6)
+    assert stats["kl_teacher"] == pytest.approx(k3, rel=1e-6)
+    assert stats["loss_kl_teacher"] == pytest.approx(0.5 * k3, rel=1e-6) and "kl" not in stats
+    loss.backward()
+    torch.testing.assert_close(logprobs.grad, torch.full((1, 2), 0.125))
+
+
+def test_the_loss_is_the_sum_of_its_logged_terms():
+    # policy: s = e^0.2 (no clip, eps 0.5), A = 1 -> -1.2214; ref KL: beta 0.1; teacher KL: beta 0.3
+    logprobs, old, adv, mask = _inputs([[0.2, 0.2]], [1.0])
+    ref, teacher = old - 0.3, old + 0.1
+    loss, stats = policy_loss(logprobs, old, adv, mask, clip_epsilon_low=0.5, clip_epsilon_high=0.5,
+                              ref_logprobs_B_T=ref, kl_beta=0.1, teacher_logprobs_B_T=teacher, teacher_kl_beta=0.3)
+    k3 = lambda d: math.exp(d) - d - 1  # noqa: E731  (d = other - logp)
+    assert stats["loss_policy"] == pytest.approx(-math.exp(0.2), rel=1e-6)
+    assert stats["kl"] == pytest.approx(k3(-0.5), rel=1e-5) and stats["kl_teacher"] == pytest.approx(k3(-0.1), rel=1e-5)
+    assert stats["loss_kl_ref"] == pytest.approx(0.1 * k3(-0.5), rel=1e-5)
+    assert stats["loss_kl_teacher"] == pytest.approx(0.3 * k3(-0.1), rel=1e-5)
+    parts = stats["loss_policy"] + stats["loss_kl_ref"] + stats["loss_kl_teacher"]
+    assert stats["loss_total"] == pytest.approx(loss.item(), rel=1e-6) == pytest.approx(parts, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- importance-weight correction
+
+
+def test_gspo_importance_weight_is_the_truncated_sequence_ratio_of_old_to_sampler():
+    # pi_theta = pi_old (s = 1), A = 1. log(pi_old / mu) per token [0.2, 0.4] -> mean 0.3 -> w = e^0.3 = 1.34986
+    # (cap 2). J = w * s * A -> loss -1.34986; d/d logp_t of -w * s / |y| = -w / 2 (w is detached).
+    logprobs, old, adv, mask = _inputs([[0.0, 0.0]], [1.0])
+    sampler = old - torch.tensor([[0.2, 0.4]])
+    loss, stats = policy_loss(logprobs, old, adv, mask, sampler_logprobs_B_T=sampler)
+    assert loss.item() == pytest.approx(-math.exp(0.3), rel=1e-6)
+    assert stats["importance_weight_mean"] == pytest.approx(math.exp(0.3), rel=1e-6)
+    assert stats["ratio_mean"] == 1.0  # the weight is not part of the clipped ratio
+    loss.backward()
+    torch.testing.assert_close(logprobs.grad, torch.full((1, 2), -math.exp(0.3) / 2))
+    # mean log-ratio 1.0 -> e = 2.718 > cap 2: truncated to 2
+    loss, stats = policy_loss(logprobs, old, adv, mask, sampler_logprobs_B_T=old - 1.0, importance_weight_cap=2.0)
+    assert loss.item() == pytest.approx(-2.0) and stats["importance_weight_max"] == 2.0
+
+
+def test_grpo_importance_weight_is_per_token():
+    # ratio 1, A = 1; log(pi_old / mu) = [0.2, 1.0] -> w = [e^0.2, min(e, 2) = 2]; token mean -> loss -(1.2214 + 2) / 2
+    logprobs, old, adv, mask = _inputs([[0.0, 0.0]], [1.0])
+    loss, stats = policy_loss(logprobs, old, adv, mask, loss_type="grpo",
+                              sampler_logprobs_B_T=old - torch.tensor([[0.2, 1.0]]))
+    assert loss.item() == pytest.approx(-(math.exp(0.2) + 2.0) / 2, rel=1e-6)
+    assert (stats["importance_weight_min"], stats["importance_weight_max"]) == (pytest.approx(math.exp(0.2)), 2.0)
+
+
+@pytest.mark.parametrize("loss_type", ["gspo", "gspo_token", "grpo"])
+def test_sampler_equal_to_old_changes_nothing(loss_type):
+    logprobs, old, adv, mask = _inputs([[0.1, -0.3, 0.0], [0.2, 0.1, 0.4]], [1.0, -0.5], [[1, 1, 0], [1, 1, 1]])
+    loss, stats = policy_loss(logprobs, old, adv, mask, loss_type=loss_type)
+    loss.backward()
+    corrected = logprobs.detach().clone().requires_grad_()
+    loss_w, stats_w = policy_loss(corrected, old, adv, mask, loss_type=loss_type, sampler_logprobs_B_T=old.clone())
+    loss_w.backward()
+    assert loss_w.item() == loss.item()
+    torch.testing.assert_close(corrected.grad, logprobs.grad, rtol=0, atol=0)
+    assert stats_w["importance_weight_min"] == stats_w["importance_weight_max"] == 1.0
+    assert "importance_weight_mean" not in stats  # off by default
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(teacher_kl_beta=0.1), "needs teacher_logprobs_B_T"),
+        (dict(importance_weight_cap=0.0), "importance_weight_cap must be > 0"),
+        (dict(sampler_logprobs_B_T=torch.zeros(2, 2)), r"sampler_logprobs_B_T must be \[B, T\]"),
+    ],
+)
+def test_bad_term_inputs_raise_clearly(kwargs, message):
+    logprobs, old, adv, mask = _inputs([[0.0], [0.0]], [1.0, -1.0])
+    with pytest.raises(ValueError, match=message):
+        policy_loss(logprobs, old, adv, mask, **kwargs)

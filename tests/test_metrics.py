@@ -1,4 +1,5 @@
-"""Metrics sinks: metrics.jsonl append/resume, W&B offline run contents, console without a TTY."""
+"""Metrics: the logged keys of a real run against METRIC_DOCS, reductions, sinks (metrics.jsonl append/resume,
+W&B offline run contents, console without a TTY, log_every)."""
 
 from __future__ import annotations
 
@@ -11,25 +12,15 @@ from pathlib import Path
 import pytest
 
 from stateset_agents.training.metrics import (
+    METRIC_CONDITIONS,
     METRIC_DOCS,
     MetricsLogger,
     describe_metric,
     format_console_line,
     read_metrics,
+    reduce_metric,
     split_events,
 )
-
-TRAINER_KEYS = [
-    "iteration", "task", "reward/mean", "reward/std", "success_rate", "episode/turns_mean",
-    "episode/completion_tokens_mean", "groups/zero_variance", "groups/total", "loss/policy",
-    "loss/kl_ref", "loss/total", "ratio/mean", "ratio/min", "ratio/max", "ratio/first_step_mean",
-    "clip/low_fraction", "clip/high_fraction", "kl/ref", "entropy", "grad_norm", "lr", "tokens/completion",
-    "tokens/per_second", "optimizer_steps", "skipped_steps/nonfinite", "rewards/skipped",
-    "time/rollout", "time/reward", "time/update", "time/iteration", "eval/reward_mean",
-    "eval/success_rate", "eval/reward_std", "continual/kl_teacher", "continual/replay_fraction",
-    "continual/buffer_size",
-]
-
 
 def _metrics(iteration: int) -> dict:
     return {"iteration": iteration, "task": "customer_service", "reward/mean": 0.25 * iteration,
@@ -38,14 +29,85 @@ def _metrics(iteration: int) -> dict:
             "grad_norm": 1.5, "time/iteration": 2.0}
 
 
-def test_every_trainer_key_is_documented():
-    for key in TRAINER_KEYS:
-        assert key in METRIC_DOCS and METRIC_DOCS[key].strip(), key
+def test_describe_metric_matches_patterns():
     assert describe_metric("reward/empathy") == METRIC_DOCS["reward/<component>"]
     assert describe_metric("episode/end_reasons/max_turns") == \
         METRIC_DOCS["episode/end_reasons/<reason>"]
     assert describe_metric("reward/std") == METRIC_DOCS["reward/std"]
     assert describe_metric("not/a/metric") is None
+    assert set(METRIC_CONDITIONS) <= set(METRIC_DOCS)
+
+
+def test_reductions_keep_extremes_and_count_counts():
+    assert reduce_metric("ratio/min", [0.9, 1.2, 0.7]) == 0.7
+    assert reduce_metric("ratio/max", [0.9, 1.2, 0.7]) == 1.2
+    assert reduce_metric("tokens/trained", [10, 32, 5]) == 47
+    assert reduce_metric("ratio/mean", [1.0, 2.0], weights=[3, 1]) == 1.25
+    assert reduce_metric("grad_norm", [1.0, 2.0]) == 1.5
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    """Two iterations of the tiny model with every setting that adds keys: a task sequence with replay
+    and LwF (second task), kl_beta > 0, evaluation, the task's own (component) reward; the console
+    prints every second iteration (log_every=2)."""
+    from test_trainer import tiny_config
+
+    from stateset_agents.training.trainer import GSPOTrainer
+
+    config = tiny_config(tmp_path_factory.mktemp("keys"), task="customer_service,sales", num_outer_iterations=2,
+                         continual_strategy="replay_lwf", replay_ratio=0.5, kl_beta=0.1, eval_every=2,
+                         eval_scenarios=1, save_every=0, gradient_accumulation_steps=2, log_every=2,
+                         report_to=["console", "jsonl"])
+    import contextlib
+    import io
+
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        GSPOTrainer(config, log=lambda _: None).train()
+    records, _ = split_events(read_metrics(config.output_dir))
+    return records, console.getvalue()
+
+
+def _documented_pattern(key: str) -> str:
+    return next(pattern for pattern in METRIC_DOCS if describe_metric(key) == METRIC_DOCS[pattern])
+
+
+def test_every_logged_key_is_documented_and_every_documented_key_is_logged(real_run):
+    records, _ = real_run
+    logged = {key for record in records for key in record}
+    undocumented = sorted(key for key in logged if describe_metric(key) is None)
+    assert not undocumented, f"logged but not in METRIC_DOCS: {undocumented}"
+    covered = {_documented_pattern(key) for key in logged}
+    assert set(METRIC_DOCS) - covered == set(), "documented but never logged"
+    # a key missing from some iteration must say when it is logged
+    for record in records:
+        for pattern in set(METRIC_DOCS) - {_documented_pattern(key) for key in record}:
+            assert pattern in METRIC_CONDITIONS, f"{pattern} is missing from iteration {record['iteration']}"
+
+
+def test_logged_counts_are_counts_and_loss_terms_add_up(real_run):
+    (first, second), console = real_run
+    # no replay in the first iteration: every sampled token is trained once, in one of its optimizer steps
+    assert first["tokens/trained"] == first["tokens/completion"] and first["episodes/trained"] == 4
+    assert second["episodes/trained"] == 8  # 4 fresh + 4 replayed (replay_ratio 0.5)
+    for record in (first, second):
+        assert record["ratio/min"] <= record["ratio/mean"] <= record["ratio/max"]
+    parts = second["loss/policy"] + second["loss/kl_ref"] + second["loss/kl_teacher"]
+    assert second["loss/total"] == pytest.approx(parts, rel=1e-5, abs=1e-7)
+    # log_every=2: the console got iteration 2's line only; metrics.jsonl has both
+    assert "iter 2/2" in console and "iter 1/2" not in console
+
+
+def test_log_every_thins_the_console_but_not_the_jsonl(tmp_path, capsys):
+    with MetricsLogger(tmp_path, report_to=["console", "jsonl"], total_iterations=5, console_every=2) as logger:
+        for iteration in range(1, 6):
+            logger.log(_metrics(iteration))
+    out = capsys.readouterr().out
+    assert [f"iter {i}/5" in out for i in range(1, 6)] == [False, True, False, True, True]  # and the last
+    assert [r["iteration"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="console_every"):
+        MetricsLogger(tmp_path, report_to="none", console_every=0)
 
 
 def test_jsonl_written_and_appended_across_loggers(tmp_path):

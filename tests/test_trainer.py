@@ -224,3 +224,68 @@ def test_reward_overflow_with_skip_policy_drops_that_group_and_counts_it(tmp_pat
     metrics = trainer.iteration(0)
     assert metrics["rewards/skipped"] == 2 and metrics["groups/total"] == 1
     assert metrics["optimizer_steps"] > 0 and math.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0
+
+
+class PromptRecorder:
+    """A reward of 0.5 that keeps every trajectory it scores (what the rollout really produced)."""
+
+    def __init__(self):
+        self.trajectories = []
+
+    def __call__(self, trajectory) -> float:
+        self.trajectories.append(trajectory)
+        return 0.5
+
+
+def test_system_prompt_setting_reaches_the_rollout_prompt(tmp_path):
+    override = "You are Zed, the terse returns bot of Acme."
+    recorder = PromptRecorder()
+    config = tiny_config(tmp_path, num_outer_iterations=1, scenarios_per_iteration=1, max_turns=1,
+                         system_prompt=override, temperature=0.7)
+    trainer = GSPOTrainer(config, reward_fn=recorder)
+    trainer.iteration(0)
+    own = trainer.tasks[0].__class__.system_prompt
+    assert recorder.trajectories
+    for trajectory in recorder.trajectories:
+        assert trajectory.messages[0] == {"role": "system", "content": override}
+        prompt = trainer.agent.tokenizer.decode(trajectory.turns[0].prompt_ids)
+        assert override in prompt and own not in prompt
+        # how each turn was sampled travels with it: temperature 0.7, sampled before any optimizer step
+        assert {(t.temperature, t.policy_version) for t in trajectory.turns} == {(0.7, 0)}
+    assert trainer.policy_version == trainer.steps_per_iteration  # later rollouts carry the new version
+
+
+class StepRecording(GSPOTrainer):
+    """Keeps each micro-batch's loss statistics and each optimizer step's reduced ones."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.micro, self.steps = [], []
+
+    def _loss(self, *args):
+        loss, stats = super()._loss(*args)
+        self.micro.append(dict(stats))
+        return loss, stats
+
+    def _update(self, *args):
+        self.steps = super()._update(*args)
+        return self.steps
+
+
+def test_micro_batch_and_step_statistics_reduce_to_extremes_and_counts(tmp_path):
+    # 4 episodes, 2 optimizer steps of 2 micro-batches (one episode each)
+    trainer = StepRecording(tiny_config(tmp_path, num_outer_iterations=1, gradient_accumulation_steps=2),
+                            reward_fn=LengthReward())
+    metrics = trainer.iteration(0)
+    assert len(trainer.steps) == 2 and len(trainer.micro) == 4
+    for step, micro in zip(trainer.steps, (trainer.micro[:2], trainer.micro[2:])):
+        assert step["ratio/min"] == min(m["ratio/min"] for m in micro)
+        assert step["ratio/max"] == max(m["ratio/max"] for m in micro)
+        assert step["tokens/trained"] == sum(m["tokens/trained"] for m in micro)
+        assert step["loss/total"] == pytest.approx(sum(m["loss/total"] for m in micro) / 2)
+    assert trainer.micro[2]["ratio/min"] != trainer.micro[3]["ratio/min"]  # the second step's two episodes differ
+    assert metrics["ratio/min"] == min(s["ratio/min"] for s in trainer.steps)
+    assert metrics["tokens/trained"] == metrics["tokens/completion"]  # every sampled token, once
+    assert metrics["episodes/trained"] == 4
+    assert metrics["loss/total"] == pytest.approx(metrics["loss/policy"])  # no KL terms here
+    assert "kl/ref" not in metrics and "loss/kl_ref" not in metrics  # kl_beta = 0: nothing estimated

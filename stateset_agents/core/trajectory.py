@@ -22,6 +22,9 @@ class TurnSample:
     - `completion_ids`: [C] sampled token ids, including the end-of-turn token if sampled.
     - `logprobs`: [C] sampling log-probabilities log softmax(raw_logits / temperature).
     - `images`: images referenced by the prompt, in placeholder order (PIL images).
+    - `temperature`: the temperature of those logprobs (the trainer scores the turn at the same
+      one); None for turns no model sampled (scripted agents).
+    - `policy_version`: optimizer steps the sampling policy had taken; None when unknown.
     """
 
     prompt_ids: list[int]
@@ -31,6 +34,8 @@ class TurnSample:
     images: list[Any] = field(default_factory=list)
     pixel_values: Any = None  # [patches, 3, p, p] tensor for the prompt's images, if any
     image_grid_thw: Any = None  # [images, 3]
+    temperature: float | None = None
+    policy_version: int | None = None
 
     @property
     def num_completion_tokens(self) -> int:

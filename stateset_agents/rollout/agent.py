@@ -220,6 +220,7 @@ class Agent:
                 images=sample.prompt.images,
                 pixel_values=sample.prompt.pixel_values,
                 image_grid_thw=sample.prompt.image_grid_thw,
+                temperature=settings.logprob_temperature,
             )
             for sample in samples
         ]

@@ -36,7 +36,8 @@ Learning without forgetting (Li & Hoiem 2016, adapted to RL fine-tuning as a pol
     frozen (requires_grad=False, never in the optimizer). Later boundaries refresh it.
   - Every row of the update batch (fresh episodes of the new task and replayed ones) is scored
     once under the teacher, without gradient, before the optimizer steps.
-  - The loss gains kl_penalty_beta * KL_teacher, where KL_teacher is the k3 estimator of
+  - The loss gains kl_penalty_beta * KL_teacher (computed with every other term by
+    `losses.policy_loss`, teacher_logprobs_B_T), where KL_teacher is the k3 estimator of
     KL(π_θ || π_teacher) per sampled token, exp(t − l) − (t − l) − 1 with l = log π_θ and
     t = log π_teacher (≥ 0, zero iff equal), masked to the sampled (assistant) tokens only,
     averaged over each episode's tokens, then over episodes (like the policy term). k3 is an
@@ -61,12 +62,11 @@ import torch
 from torch import Tensor
 
 from stateset_agents.rollout.encoding import EncodedPrompt
-from stateset_agents.training.losses import k3_kl
 from stateset_agents.training.update import PolicyRow
 
 __all__ = [
     "ReplayTurn", "ReplayEpisode", "ReplayBuffer", "TeacherAdapter", "ContinualLearner",
-    "lwf_kl", "replay_count", "episodes_from_trajectories", "rows_from_replay", "TEACHER_ADAPTER",
+    "replay_count", "episodes_from_trajectories", "rows_from_replay", "TEACHER_ADAPTER",
     "REPLAY_BUFFER_FILE",
 ]
 
@@ -90,6 +90,8 @@ class ReplayTurn:
     logprobs: Tensor  # [C] behaviour policy's log π_b (the π_old of the importance ratio)
     pixel_values: Tensor | None = None  # [patches, 3, p, p]
     image_grid_thw: Tensor | None = None  # [images, 3]
+    temperature: float | None = None  # the logprobs' temperature (None: a buffer saved before it was kept)
+    policy_version: int | None = None  # optimizer steps of the policy that sampled it
 
     def __post_init__(self) -> None:
         self.prompt_ids = torch.as_tensor(self.prompt_ids, dtype=torch.int64).cpu()
@@ -116,7 +118,8 @@ class ReplayEpisode:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ReplayEpisode:
         turns = [ReplayTurn(t["prompt_ids"], t["completion_ids"], t["logprobs"], t.get("pixel_values"),
-                            t.get("image_grid_thw")) for t in state["turns"]]
+                            t.get("image_grid_thw"), t.get("temperature"), t.get("policy_version"))
+                 for t in state["turns"]]
         return cls(str(state["task"]), float(state["reward"]), float(state["advantage"]), turns)
 
 
@@ -127,6 +130,10 @@ def _turn_state(turn: ReplayTurn) -> dict[str, Any]:
         value = getattr(turn, name)
         if value is not None:
             state[name] = value.detach().cpu()
+    if turn.temperature is not None:
+        state["temperature"] = float(turn.temperature)
+    if turn.policy_version is not None:
+        state["policy_version"] = int(turn.policy_version)
     return state
 
 
@@ -134,7 +141,8 @@ def episodes_from_trajectories(trajectories: Sequence, advantages: Sequence[floa
     """Replay records of scored trajectories (turns without sampled tokens are dropped)."""
     episodes = []
     for trajectory, advantage in zip(trajectories, advantages):
-        turns = [ReplayTurn(t.prompt_ids, t.completion_ids, t.logprobs, t.pixel_values, t.image_grid_thw)
+        turns = [ReplayTurn(t.prompt_ids, t.completion_ids, t.logprobs, t.pixel_values, t.image_grid_thw,
+                            t.temperature, t.policy_version)
                  for t in trajectory.turns if t.completion_ids]
         if turns:
             episodes.append(ReplayEpisode(task, float(trajectory.reward), float(advantage), turns))
@@ -142,13 +150,18 @@ def episodes_from_trajectories(trajectories: Sequence, advantages: Sequence[floa
 
 
 def rows_from_replay(episodes: Sequence[ReplayEpisode], first_episode: int) -> list[PolicyRow]:
-    """Policy rows of replayed episodes: stored tokens, stored advantage, behaviour logprobs as π_old."""
+    """Policy rows of replayed episodes: stored tokens, stored advantage, behaviour logprobs as π_old,
+    scored at the temperature they were sampled at."""
     rows = []
     for offset, episode in enumerate(episodes):
         for turn in episode.turns:
+            if turn.temperature is None:
+                raise ValueError("a replayed turn records no sampling temperature; load old buffers through "
+                                 "ContinualLearner, which fills it in")
             prompt = EncodedPrompt(turn.prompt_ids.tolist(), turn.pixel_values, turn.image_grid_thw)
             rows.append(PolicyRow(prompt, turn.completion_ids.tolist(), turn.logprobs.tolist(),
-                                  first_episode + offset, episode.advantage))
+                                  first_episode + offset, episode.advantage, temperature=turn.temperature,
+                                  policy_version=turn.policy_version))
     return rows
 
 
@@ -232,30 +245,6 @@ class ReplayBuffer:
 
 
 # ----------------------------------------------------------------------------- LwF
-
-
-def lwf_kl(logprobs_B_T: Tensor, teacher_logprobs_B_T: Tensor, mask_B_T: Tensor,
-           sequence_index_B: Tensor | None = None) -> Tensor:
-    """k3 estimate of KL(π_θ || π_teacher) on the sampled tokens: token mean per sequence, then mean.
-
-    Args: logprobs_B_T (gets gradient), teacher_logprobs_B_T (detached), mask_B_T (1 = sampled
-    token), sequence_index_B (rows with the same id form one sequence; None = one per row).
-    Returns a scalar ≥ 0 that is 0 exactly when the two agree on every sampled token.
-    """
-    sampled_B_T = mask_B_T.bool()
-    logp_B_T = torch.where(sampled_B_T, logprobs_B_T.float(), 0.0)
-    teacher_B_T = torch.where(sampled_B_T, teacher_logprobs_B_T.detach().float(), 0.0)
-    kl_B_T = torch.where(sampled_B_T, k3_kl(logp_B_T, teacher_B_T), 0.0)
-    rows = logp_B_T.shape[0]
-    seq_B = (torch.arange(rows, device=logp_B_T.device) if sequence_index_B is None
-             else torch.unique(sequence_index_B.to(logp_B_T.device), return_inverse=True)[1])
-    num_seqs = int(seq_B.max().item()) + 1 if rows else 0
-    sums_S = torch.zeros(num_seqs, device=logp_B_T.device).index_add(0, seq_B, kl_B_T.sum(-1))
-    tokens_S = torch.zeros(num_seqs, device=logp_B_T.device).index_add(0, seq_B, sampled_B_T.float().sum(-1))
-    valid_S = tokens_S > 0
-    if not bool(valid_S.any()):
-        return (logp_B_T * 0.0).sum()
-    return (sums_S[valid_S] / tokens_S[valid_S]).mean()
 
 
 class TeacherAdapter:
@@ -343,6 +332,7 @@ class ContinualLearner:
         self.strategy = config.continual_strategy
         self.replay_ratio = config.replay_ratio
         self.kl_beta = config.kl_penalty_beta
+        self.temperature = config.effective_temperature  # for buffers saved before turns kept their own
         self.log = log
         self.buffer = ReplayBuffer(config.replay_buffer_size, seed=config.seed) if self.uses_replay else None
         self.teacher = TeacherAdapter(policy) if self.uses_lwf else None
@@ -406,5 +396,11 @@ class ContinualLearner:
         path = checkpoint / REPLAY_BUFFER_FILE
         if path.is_file():
             self.buffer.load(path)
+            older = [t for item in self.buffer.items for t in item.turns if t.temperature is None]
+            for turn in older:
+                turn.temperature = self.temperature
+            if older:
+                self.log(f"continual: {len(older)} replayed turns in {path} predate per-turn temperatures; "
+                         f"they are scored at this run's temperature {self.temperature}")
         else:
             self.log(f"continual: {checkpoint} holds no replay buffer; starting with an empty one")

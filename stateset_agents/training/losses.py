@@ -1,4 +1,4 @@
-"""Policy-gradient losses for GSPO, GSPO-token and GRPO, as one pure function over tensors.
+"""The training objective, every term of it, as one pure function over tensors.
 
 Notation (shape suffixes): B rows, T tokens per row, S sequences. A *sequence* is one sampled
 response y_i: by default one row, but a multi-turn episode stored as one row per assistant turn
@@ -17,11 +17,25 @@ sequence's tokens, then over sequences. With one advantage per sequence its grad
 GRPO (token level, DeepSeekMath): r_i,t = pi(y_i,t) / pi_old(y_i,t), per-token clipping, averaged
 over each sequence's tokens, then over sequences.
 
-Reference KL (optional, beta > 0): the k3 estimator exp(ref - logp) - (ref - logp) - 1 per
-sampled token, aggregated like the policy term (token mean per sequence, then mean over
-sequences), so every sequence weighs the same in both terms.
+KL terms (each optional): the k3 estimator exp(o - logp) - (o - logp) - 1 per sampled token
+against another policy's log-probs o, aggregated like the policy term (token mean per sequence,
+then mean over sequences, `sequence_kl`), so every sequence weighs the same in every term:
+  - reference KL (beta = kl_beta): o = log pi_ref, the base model (LoRA disabled);
+  - teacher KL (beta = teacher_kl_beta): o = log pi_teacher, the previous task's frozen policy
+    (learning without forgetting, training/continual.py).
 
-    loss = -J + beta * KL
+Importance-weight correction (off unless `sampler_logprobs_B_T` is given): when the tokens were
+sampled by another engine than the trainer (e.g. an inference server), its log-probs log mu
+differ from the trainer's log pi_old, and the samples are off-policy for pi_old. Each unit's
+clipped objective is then multiplied by a truncated importance weight (TIS; Yao et al. 2025,
+"Your efficient RL framework secretly brings you off-policy RL training"), detached:
+  - gspo / gspo_token: w_i = min(exp((1/|y_i|) * sum_t (log pi_old - log mu)), C), the sequence's
+    length-normalised ratio, like s_i;
+  - grpo: w_i,t = min(pi_old(y_i,t) / mu(y_i,t), C), per token.
+C = `importance_weight_cap`. Without sampler log-probs every weight is 1 (the sampler is the
+trainer: its log-probs are pi_old exactly, see tests/test_generation_exactness.py).
+
+    loss = -J_w + kl_beta * KL_ref + teacher_kl_beta * KL_teacher
 
 Simplifications: advantages are per sequence (A_i,t = A_i); sequences without sampled tokens
 are ignored; the loss is computed in float32.
@@ -34,10 +48,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["LOSS_TYPES", "LossType", "policy_loss", "k3_kl"]
+__all__ = ["LOSS_TYPES", "LossType", "DEFAULT_IMPORTANCE_WEIGHT_CAP", "policy_loss", "sequence_kl", "k3_kl"]
 
 LossType = Literal["gspo", "grpo", "gspo_token"]
 LOSS_TYPES: tuple[str, ...] = ("gspo", "grpo", "gspo_token")
+DEFAULT_IMPORTANCE_WEIGHT_CAP = 2.0
 
 
 def policy_loss(
@@ -52,8 +67,12 @@ def policy_loss(
     sequence_index_B: Tensor | None = None,
     ref_logprobs_B_T: Tensor | None = None,
     kl_beta: float = 0.0,
+    teacher_logprobs_B_T: Tensor | None = None,
+    teacher_kl_beta: float = 0.0,
+    sampler_logprobs_B_T: Tensor | None = None,
+    importance_weight_cap: float = DEFAULT_IMPORTANCE_WEIGHT_CAP,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Clipped policy-gradient loss (to minimise) and statistics.
+    """The loss to minimise (policy term + KL terms) and statistics.
 
     Args:
         logprobs_B_T: log pi_theta of the sampled tokens; the only input that gets gradient.
@@ -63,15 +82,23 @@ def policy_loss(
         loss_type: "gspo" (sequence ratio), "gspo_token" or "grpo" (token ratio).
         clip_epsilon_low / clip_epsilon_high: ratio clipped to [1 - low, 1 + high].
         sequence_index_B: int ids mapping rows to sequences; None = one sequence per row.
-        ref_logprobs_B_T: log pi_ref for the KL term (needed when kl_beta > 0).
-        kl_beta: coefficient of the k3 reference KL.
+        ref_logprobs_B_T: log pi_ref for the reference KL (needed when kl_beta > 0).
+        kl_beta: coefficient of the reference KL.
+        teacher_logprobs_B_T: log pi_teacher for the LwF KL (needed when teacher_kl_beta > 0).
+        teacher_kl_beta: coefficient of the teacher KL.
+        sampler_logprobs_B_T: log mu, the sampling engine's log-probs when it is not the trainer;
+            None = no importance-weight correction.
+        importance_weight_cap: C, the truncation of the importance weights (> 0).
 
     Returns:
         (loss [], stats) with stats as floats:
         - ratio_mean / ratio_min / ratio_max: over sequences (gspo, gspo_token) or tokens (grpo);
         - clip_frac_low: fraction of those units where the low clip is active *and changes the
           gradient*: ratio < 1 - eps_low with A < 0; clip_frac_high: ratio > 1 + eps_high with A > 0;
-        - kl: the k3 estimate (0 without reference logprobs); policy_objective: J;
+        - loss_policy (-J_w) and loss_total (the loss); policy_objective: J_w;
+        - kl and loss_kl_ref (kl_beta * kl): only with reference log-probs;
+        - kl_teacher and loss_kl_teacher: only with teacher log-probs;
+        - importance_weight_mean / _min / _max: only with sampler log-probs (over the same units);
         - num_tokens, num_sequences: sampled tokens and non-empty sequences.
     """
     _check_inputs(logprobs_B_T, old_logprobs_B_T, advantages_B, mask_B_T, loss_type)
@@ -79,6 +106,14 @@ def policy_loss(
         raise ValueError(f"clip epsilons must be >= 0, got low={clip_epsilon_low}, high={clip_epsilon_high}")
     if kl_beta and ref_logprobs_B_T is None:
         raise ValueError("kl_beta > 0 needs ref_logprobs_B_T (log-probs under the reference policy).")
+    if teacher_kl_beta and teacher_logprobs_B_T is None:
+        raise ValueError("teacher_kl_beta > 0 needs teacher_logprobs_B_T (log-probs under the teacher policy).")
+    if not importance_weight_cap > 0:
+        raise ValueError(f"importance_weight_cap must be > 0, got {importance_weight_cap}")
+    for name, other in (("ref_logprobs_B_T", ref_logprobs_B_T), ("teacher_logprobs_B_T", teacher_logprobs_B_T),
+                        ("sampler_logprobs_B_T", sampler_logprobs_B_T)):
+        if other is not None and other.shape != logprobs_B_T.shape:
+            raise ValueError(f"{name} must be [B, T]={tuple(logprobs_B_T.shape)}, got {tuple(other.shape)}")
     sampled_B_T = mask_B_T.bool()
     logp_B_T = torch.where(sampled_B_T, logprobs_B_T.float(), 0.0)
     old_B_T = torch.where(sampled_B_T, old_logprobs_B_T.detach().float(), 0.0)
@@ -92,32 +127,81 @@ def policy_loss(
     def seq_mean(values_B_T: Tensor) -> Tensor:  # [B, T] -> [S]
         return _token_mean(values_B_T, sampled_B_T, seq_B, num_seqs, tokens_S)
 
+    # log(pi_old / mu) per token: 0 (weight 1) without a separate sampler
+    behaviour_B_T = None
+    if sampler_logprobs_B_T is not None:
+        behaviour_B_T = old_B_T - torch.where(sampled_B_T, sampler_logprobs_B_T.detach().float(), 0.0)
+
     if loss_type == "grpo":
         ratio_B_T = torch.exp(log_ratio_B_T)
         obj_B_T, low_B_T, high_B_T = _clipped_objective(ratio_B_T, adv_S[seq_B, None], *eps)
+        weight_B_T = None
+        if behaviour_B_T is not None:
+            weight_B_T = torch.exp(behaviour_B_T).clamp(max=importance_weight_cap)
+            obj_B_T = obj_B_T * weight_B_T
         objective_S = seq_mean(obj_B_T)
         units = (ratio_B_T[sampled_B_T], low_B_T[sampled_B_T], high_B_T[sampled_B_T])
+        weights = weight_B_T[sampled_B_T] if weight_B_T is not None else None
     else:
         ratio_S = torch.exp(seq_mean(log_ratio_B_T))
         objective_S, low_S, high_S = _clipped_objective(ratio_S, adv_S, *eps)
         if loss_type == "gspo_token":
             token_ratio_B_T = ratio_S.detach()[seq_B, None] * torch.exp(logp_B_T - logp_B_T.detach())
             objective_S = seq_mean(_clipped_objective(token_ratio_B_T, adv_S[seq_B, None], *eps)[0])
+        weight_S = None
+        if behaviour_B_T is not None:
+            weight_S = torch.exp(seq_mean(behaviour_B_T)).clamp(max=importance_weight_cap)
+            objective_S = objective_S * weight_S
         units = (ratio_S[valid_S], low_S[valid_S], high_S[valid_S])
+        weights = weight_S[valid_S] if weight_S is not None else None
 
     objective = _mean_or_zero(objective_S[valid_S], logp_B_T)
-    kl = logp_B_T.new_zeros(())
+    loss = -objective
+    terms: dict[str, Tensor] = {"loss_policy": -objective}
     if ref_logprobs_B_T is not None:
-        ref_B_T = torch.where(sampled_B_T, ref_logprobs_B_T.detach().float(), 0.0)
-        kl = _mean_or_zero(seq_mean(k3_kl(logp_B_T, ref_B_T))[valid_S], logp_B_T)
-    loss = -objective + kl_beta * kl
-    return loss, _stats(units, objective, kl, tokens_S, valid_S)
+        kl = _sequence_k3(logp_B_T, ref_logprobs_B_T, sampled_B_T, seq_mean, valid_S)
+        loss = loss + kl_beta * kl
+        terms.update(kl=kl, loss_kl_ref=kl_beta * kl)
+    if teacher_logprobs_B_T is not None:
+        kl_teacher = _sequence_k3(logp_B_T, teacher_logprobs_B_T, sampled_B_T, seq_mean, valid_S)
+        loss = loss + teacher_kl_beta * kl_teacher
+        terms.update(kl_teacher=kl_teacher, loss_kl_teacher=teacher_kl_beta * kl_teacher)
+    terms.update(loss_total=loss, policy_objective=objective)
+    return loss, _stats(units, weights, terms, tokens_S, valid_S)
+
+
+def sequence_kl(logprobs_B_T: Tensor, other_logprobs_B_T: Tensor, mask_B_T: Tensor,
+                sequence_index_B: Tensor | None = None) -> Tensor:
+    """k3 estimate of KL(pi || other) on the sampled tokens: token mean per sequence, then mean over sequences.
+
+    The KL terms of `policy_loss` are exactly this. Gradient flows through `logprobs_B_T` only;
+    a scalar >= 0 that is 0 exactly when both agree on every sampled token (and 0, still on the
+    graph, when nothing is sampled).
+    """
+    if other_logprobs_B_T.shape != logprobs_B_T.shape or mask_B_T.shape != logprobs_B_T.shape:
+        raise ValueError(f"logprobs, other_logprobs and mask must all be [B, T]; got {tuple(logprobs_B_T.shape)}, "
+                         f"{tuple(other_logprobs_B_T.shape)}, {tuple(mask_B_T.shape)}")
+    sampled_B_T = mask_B_T.bool()
+    logp_B_T = torch.where(sampled_B_T, logprobs_B_T.float(), 0.0)
+    seq_B, num_seqs = _sequence_ids(sequence_index_B, logp_B_T.shape[0], logp_B_T.device)
+    tokens_S = _per_sequence(sampled_B_T.float().sum(-1), seq_B, num_seqs)
+
+    def seq_mean(values_B_T: Tensor) -> Tensor:
+        return _token_mean(values_B_T, sampled_B_T, seq_B, num_seqs, tokens_S)
+
+    return _sequence_k3(logp_B_T, other_logprobs_B_T, sampled_B_T, seq_mean, tokens_S > 0)
 
 
 def k3_kl(logprobs_B_T: Tensor, ref_logprobs_B_T: Tensor) -> Tensor:
     """Per-token k3 estimate of KL(pi || pi_ref): exp(ref - logp) - (ref - logp) - 1 >= 0. [B, T]."""
     delta_B_T = ref_logprobs_B_T - logprobs_B_T
     return torch.exp(delta_B_T) - delta_B_T - 1.0
+
+
+def _sequence_k3(logp_B_T: Tensor, other_B_T: Tensor, sampled_B_T: Tensor, seq_mean, valid_S: Tensor) -> Tensor:
+    """Mean over non-empty sequences of the token-mean k3 KL (logp_B_T already zero where unsampled)."""
+    other_B_T = torch.where(sampled_B_T, other_B_T.detach().float(), 0.0)
+    return _mean_or_zero(seq_mean(k3_kl(logp_B_T, other_B_T))[valid_S], logp_B_T)
 
 
 def _clipped_objective(
@@ -167,22 +251,26 @@ def _mean_or_zero(values: Tensor, anchor: Tensor) -> Tensor:
     return values.mean() if values.numel() else (anchor * 0.0).sum()
 
 
-_STAT_KEYS = ("ratio_mean", "ratio_min", "ratio_max", "clip_frac_low", "clip_frac_high")
+_UNIT_KEYS = ("ratio_mean", "ratio_min", "ratio_max", "clip_frac_low", "clip_frac_high")
 
 
-def _stats(
-    units: tuple[Tensor, Tensor, Tensor], objective: Tensor, kl: Tensor, tokens_S: Tensor, valid_S: Tensor
-) -> dict[str, float]:
+def _stats(units: tuple[Tensor, Tensor, Tensor], weights: Tensor | None, terms: dict[str, Tensor],
+           tokens_S: Tensor, valid_S: Tensor) -> dict[str, float]:
     """Floats for logging, read back from the device in one transfer."""
+    anchor = terms["loss_total"]
     ratio, low, high = (u.detach().float() for u in units)
     if ratio.numel():
-        unit_stats = [ratio.mean(), ratio.min(), ratio.max(), low.mean(), high.mean()]
+        values = dict(zip(_UNIT_KEYS, [ratio.mean(), ratio.min(), ratio.max(), low.mean(), high.mean()]))
     else:
-        one, zero = objective.new_ones(()), objective.new_zeros(())
-        unit_stats = [one, one, one, zero, zero]
-    tail = [kl.detach(), objective.detach(), tokens_S.sum(), valid_S.sum().float()]
-    values = torch.stack([v.float() for v in unit_stats + tail]).tolist()
-    return dict(zip(_STAT_KEYS + ("kl", "policy_objective", "num_tokens", "num_sequences"), values))
+        one, zero = anchor.new_ones(()), anchor.new_zeros(())
+        values = dict(zip(_UNIT_KEYS, [one, one, one, zero, zero]))
+    if weights is not None:
+        w = weights.detach().float() if weights.numel() else anchor.new_ones(1)
+        values.update(importance_weight_mean=w.mean(), importance_weight_min=w.min(), importance_weight_max=w.max())
+    values.update({k: v.detach() for k, v in terms.items()})
+    values.update(num_tokens=tokens_S.sum(), num_sequences=valid_S.sum().float())
+    floats = torch.stack([v.float() for v in values.values()]).tolist()
+    return dict(zip(values, floats))
 
 
 def _check_inputs(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, loss_type: str) -> None:

@@ -4,7 +4,8 @@
 flat dict per iteration whose keys are listed there (keys with a `<placeholder>` are patterns,
 one key per reward component or episode end reason). `MetricsLogger` fans each dict out to:
 
-- `console`: a `rich` progress bar over iterations and one compact line per iteration;
+- `console`: a `rich` progress bar over iterations and one compact line per iteration (or per
+  `console_every` iterations: `log_every`);
 - `jsonl`: `output_dir/metrics.jsonl`, one JSON object per `log` call, appended and flushed
   line by line, so a resumed run continues the same file and a crash loses at most one line;
 - `wandb`: Weights & Biases (`WANDB_MODE=offline` works without a network).
@@ -54,16 +55,21 @@ METRIC_DOCS: dict[str, str] = {
     "groups/zero_variance": "Number of groups whose rewards were all equal: advantages are zero, "
                             "so they contribute no policy gradient.",
     "groups/total": "Number of groups (prompts, each sampled group_size times) in the batch.",
-    # --- loss and policy ratio
-    "loss/policy": "GSPO/GRPO clipped surrogate loss, averaged over the iteration's minibatch "
-                   "steps (excludes the KL term).",
-    "loss/kl_ref": "KL penalty term added to the loss (kl coefficient x KL to the reference "
-                   "policy), averaged over minibatch steps; 0 when the coefficient is 0.",
-    "loss/total": "Loss that was back-propagated: loss/policy + loss/kl_ref (+ continual terms).",
+    # --- loss and policy ratio (training/losses.py computes every term)
+    "loss/policy": "Policy term of the loss, -J: the negated GSPO/GRPO clipped surrogate objective "
+                   "(importance-weighted when a separate sampler's logprobs are given), averaged "
+                   "over the iteration's optimizer steps.",
+    "loss/kl_ref": "Reference-KL term of the loss: kl_beta x kl/ref, averaged over optimizer steps.",
+    "loss/kl_teacher": "LwF term of the loss: kl_penalty_beta x continual/kl_teacher, averaged over "
+                       "optimizer steps.",
+    "loss/total": "Loss that was back-propagated: loss/policy + loss/kl_ref + loss/kl_teacher (the "
+                  "terms that are on), averaged over optimizer steps.",
     "ratio/mean": "Mean importance ratio pi_theta/pi_old (sequence-level for GSPO, token-level "
-                  "for GRPO) over the iteration's minibatch steps; 1 on the first step.",
-    "ratio/min": "Smallest importance ratio seen in the iteration.",
-    "ratio/max": "Largest importance ratio seen in the iteration.",
+                  "for GRPO) over the iteration's optimizer steps; 1 on the first step.",
+    "ratio/min": "Smallest importance ratio seen in the iteration (over every micro-batch of every "
+                 "optimizer step).",
+    "ratio/max": "Largest importance ratio seen in the iteration (over every micro-batch of every "
+                 "optimizer step).",
     "ratio/first_step_mean": "ratio/mean of the iteration's first optimizer step, where pi_theta "
                              "= pi_old: it should be 1 up to float noise; a deviation means the "
                              "trainer does not score what the sampler sampled.",
@@ -72,7 +78,11 @@ METRIC_DOCS: dict[str, str] = {
     "clip/high_fraction": "Fraction of ratios clipped at 1 + epsilon_high where clipping was active "
                           "(positive advantage).",
     "kl/ref": "Estimated KL(pi_theta || pi_ref) per sampled token to the reference policy "
-              "(the model with the LoRA adapter disabled); logged even when not penalised.",
+              "(the model with the LoRA adapter disabled), averaged over optimizer steps.",
+    "tokens/trained": "Sampled tokens the iteration's optimizer steps trained on (a count: summed "
+                      "over micro-batches and steps; replayed episodes included).",
+    "episodes/trained": "Episodes (GSPO sequences with sampled tokens) the iteration's optimizer "
+                        "steps trained on (a count, summed; replayed episodes included).",
     "entropy": "Mean per-token entropy of the policy over sampled tokens (nats).",
     "grad_norm": "Global L2 norm of the gradients before clipping, averaged over optimizer steps.",
     "lr": "Learning rate of the iteration's optimizer steps (mean over its steps).",
@@ -101,6 +111,44 @@ METRIC_DOCS: dict[str, str] = {
                                  "earlier tasks.",
     "continual/buffer_size": "Number of items held in the replay buffer.",
 }
+
+# Keys logged only under some settings (key or pattern -> when). Every other key of METRIC_DOCS
+# is in every iteration's record; tests/test_metrics.py runs iterations that log all of them.
+METRIC_CONDITIONS: dict[str, str] = {
+    "loss/kl_ref": "kl_beta > 0",
+    "kl/ref": "kl_beta > 0",
+    "loss/kl_teacher": "continual_strategy with lwf, from the second task on",
+    "continual/kl_teacher": "continual_strategy with lwf, from the second task on",
+    "continual/replay_fraction": "continual_strategy with replay",
+    "continual/buffer_size": "continual_strategy with replay",
+    "eval/reward_mean": "eval_every > 0, every eval_every iterations",
+    "eval/reward_std": "eval_every > 0, every eval_every iterations",
+    "eval/success_rate": "eval_every > 0, every eval_every iterations",
+    "reward/<component>": "a reward with components (the tasks' default rewards have them)",
+}
+
+# How a statistic combines over the micro-batches of an optimizer step and over the steps of an
+# iteration: extremes stay extremes, counts add up; every other key is a (weighted) mean.
+METRIC_REDUCTIONS: dict[str, str] = {
+    "ratio/min": "min", "ratio/max": "max", "tokens/trained": "sum", "episodes/trained": "sum",
+}
+
+
+def reduce_metric(key: str, values: Sequence[float], weights: Sequence[float] | None = None) -> float:
+    """Combine `values` of metric `key` (see METRIC_REDUCTIONS); means use `weights` (default: equal)."""
+    if not values:
+        raise ValueError(f"no values to reduce for {key!r}")
+    how = METRIC_REDUCTIONS.get(key, "mean")
+    if how == "min":
+        return float(min(values))
+    if how == "max":
+        return float(max(values))
+    if how == "sum":
+        return float(sum(values))
+    if weights is None:
+        return float(sum(values) / len(values))
+    return float(sum(w * v for w, v in zip(weights, values)) / sum(weights))
+
 
 VALID_SINKS = ("console", "jsonl", "wandb")
 METRICS_FILENAME = "metrics.jsonl"
@@ -246,12 +294,13 @@ def format_console_line(metrics: Mapping[str, Any], total_iterations: int | None
 class _ConsoleSink:
     """A rich progress bar over iterations plus one printed line per `log` call."""
 
-    def __init__(self, total_iterations: int | None) -> None:
+    def __init__(self, total_iterations: int | None, every: int = 1) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
             TimeElapsedColumn, TimeRemainingColumn
 
         self.total = total_iterations
+        self.every = every
         self.console = Console()
         self.progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(),
@@ -260,12 +309,18 @@ class _ConsoleSink:
         self.progress.start()
 
     def log(self, metrics: Mapping[str, Any]) -> None:
-        line = format_console_line(metrics, self.total)
+        iteration = metrics.get("iteration")
+        line = format_console_line(metrics, self.total) if self._prints(iteration) else ""
         if line:
             self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
-        iteration = metrics.get("iteration")
         if isinstance(iteration, int):
             self.progress.update(self.task_id, completed=iteration)
+
+    def _prints(self, iteration: Any) -> bool:
+        """A line every `every` iterations and for the last one (records without an iteration: always)."""
+        if not isinstance(iteration, int) or self.every == 1:
+            return True
+        return iteration % self.every == 0 or iteration == self.total
 
     def event(self, text: str) -> None:
         self.progress.console.print(f"[event] {text}", highlight=False, markup=False,
@@ -329,14 +384,16 @@ class MetricsLogger:
             log.log({"iteration": 1, "reward/mean": 0.4, ...})
 
     `report_to` takes any of "console", "jsonl", "wandb" ("none" or an empty list: nothing).
-    Keys are documented in `METRIC_DOCS`. `start_iteration` (a resumed run's checkpoint
+    `console_every` (TrainingConfig.log_every) thins the console to one line every N iterations
+    (and the last); metrics.jsonl and W&B get every record. Keys are documented in `METRIC_DOCS`. `start_iteration` (a resumed run's checkpoint
     iteration) is the iteration events carry until the first `log`.
     """
 
     def __init__(self, output_dir: str | Path, report_to: Sequence[str] | str = ("console", "jsonl"),
                  wandb_project: str | None = None, wandb_run_name: str | None = None,
                  config: Mapping[str, Any] | None = None,
-                 total_iterations: int | None = None, start_iteration: int | None = None) -> None:
+                 total_iterations: int | None = None, start_iteration: int | None = None,
+                 console_every: int = 1) -> None:
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.report_to = _validate_sinks(report_to)
@@ -346,7 +403,9 @@ class MetricsLogger:
         self._wandb = (_WandbSink(self.output_dir, wandb_project, wandb_run_name, config)
                        if "wandb" in self.report_to else None)
         self._jsonl = _JsonlSink(self.output_dir) if "jsonl" in self.report_to else None
-        self._console = _ConsoleSink(total_iterations) if "console" in self.report_to else None
+        if console_every < 1:
+            raise ValueError(f"console_every must be >= 1, got {console_every}")
+        self._console = _ConsoleSink(total_iterations, console_every) if "console" in self.report_to else None
 
     @property
     def jsonl_path(self) -> Path:

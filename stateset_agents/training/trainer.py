@@ -29,22 +29,25 @@ import numpy as np
 import torch
 
 from stateset_agents.rollout.agent import Agent, AgentConfig
-from stateset_agents.training.continual import ContinualLearner, lwf_kl, rows_from_replay
+from stateset_agents.training.continual import ContinualLearner, rows_from_replay
 from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
 from stateset_agents.training.evaluation import evaluate, is_success, summarize
 from stateset_agents.training.policy import build_optimizer, prepare_policy, reference_context
 from stateset_agents.training.run_dir import check_run_directory
 from stateset_agents.training.scenario_sampler import ScenarioSampler
+from stateset_agents.training.metrics import reduce_metric
 from stateset_agents.training.update import (
     MicroBatch, fill_reference_logprobs, make_micro_batch, optimizer_step, rows_from_trajectories, split_episodes,
 )
 
 
-# loss statistics -> logged metric names (see training/metrics.py METRIC_DOCS)
+# loss statistics (training/losses.py) -> logged metric names (training/metrics.py METRIC_DOCS);
+# statistics not named here are not logged
 METRIC_NAMES = {
     "ratio_mean": "ratio/mean", "ratio_min": "ratio/min", "ratio_max": "ratio/max",
     "clip_frac_low": "clip/low_fraction", "clip_frac_high": "clip/high_fraction",
-    "kl": "kl/ref", "policy_objective": "loss/policy_objective",
+    "loss_policy": "loss/policy", "kl": "kl/ref", "loss_kl_ref": "loss/kl_ref",
+    "kl_teacher": "continual/kl_teacher", "loss_kl_teacher": "loss/kl_teacher", "loss_total": "loss/total",
     "num_tokens": "tokens/trained", "num_sequences": "episodes/trained",
 }
 
@@ -97,7 +100,8 @@ class GSPOTrainer:
         self.config = config
         self.log = log
         self.output_dir = Path(config.output_dir)
-        self.tasks = [get_task(name) for name in config.task_sequence]
+        # system_prompt (when set) replaces every task's own, in training and evaluation episodes
+        self.tasks = [get_task(name).with_system_prompt(config.system_prompt) for name in config.task_sequence]
         # before the model loads (minutes for a real checkpoint) and before anything is written
         for change in check_run_directory(config):
             log(f"resume: {change} (allowed on resume; recorded in config.yaml)")
@@ -145,6 +149,9 @@ class GSPOTrainer:
         trajectories, rollout_stats = run_episodes(
             self.agent, specs, max_turns=config.max_turns, concurrency=config.rollout_concurrency
         )
+        for trajectory in trajectories:  # the sampler is this policy: its version is the trainer's step count
+            for turn in trajectory.turns:
+                turn.policy_version = self.policy_version
         rollout_seconds = time.perf_counter() - started
         reward_started = time.perf_counter()
         results = self._score(task, trajectories)
@@ -219,11 +226,11 @@ class GSPOTrainer:
             return []
         if self.reference is not None:
             fill_reference_logprobs(self.policy, rows, attribute="ref_logprobs", context=self.reference,
-                                    pad_token_id=self.agent.tokenizer.pad_token_id, temperature=self.temperature)
+                                    pad_token_id=self.agent.tokenizer.pad_token_id)
         if self.continual.lwf_active:
             fill_reference_logprobs(self.policy, rows, attribute="teacher_logprobs",
                                     context=self.continual.teacher.active,
-                                    pad_token_id=self.agent.tokenizer.pad_token_id, temperature=self.temperature)
+                                    pad_token_id=self.agent.tokenizer.pad_token_id)
         by_episode: dict[int, list] = {}
         for row in rows:
             by_episode.setdefault(row.episode, []).append(row)
@@ -234,8 +241,7 @@ class GSPOTrainer:
                      for chunk in _chunks(minibatch, config.per_device_train_batch_size)]
             stats = optimizer_step(
                 self.policy, self.optimizer, self.scheduler, micro, self._loss,
-                pad_token_id=self.agent.tokenizer.pad_token_id, temperature=self.temperature,
-                max_grad_norm=config.max_grad_norm,
+                pad_token_id=self.agent.tokenizer.pad_token_id, max_grad_norm=config.max_grad_norm,
             )
             step_stats.append({**stats.values, "skipped": float(stats.skipped_nonfinite),
                                "lr": self.scheduler.get_last_lr()[0]})
@@ -243,10 +249,12 @@ class GSPOTrainer:
         return step_stats
 
     @property
-    def temperature(self) -> float:
-        return self.agent.sampling().logprob_temperature
+    def policy_version(self) -> int:
+        """Optimizer steps applied to the policy so far (the scheduler counts them; checkpoints keep it)."""
+        return int(self.scheduler.last_epoch)
 
     def _loss(self, logprobs: torch.Tensor, mb: MicroBatch, mask: torch.Tensor, scored) -> tuple[torch.Tensor, dict]:
+        """Every term of the objective comes from `losses.policy_loss`; this only names the inputs."""
         from stateset_agents.training.losses import policy_loss
 
         config = self.config
@@ -255,13 +263,11 @@ class GSPOTrainer:
             loss_type=config.loss_type, clip_epsilon_low=config.clip_epsilon_low,
             clip_epsilon_high=config.clip_epsilon_high, sequence_index_B=mb.sequence_index,
             ref_logprobs_B_T=mb.ref_logprobs, kl_beta=config.kl_beta,
+            teacher_logprobs_B_T=mb.teacher_logprobs,  # LwF: KL to the previous task's frozen adapter
+            teacher_kl_beta=config.kl_penalty_beta if mb.teacher_logprobs is not None else 0.0,
+            sampler_logprobs_B_T=mb.sampler_logprobs,  # None: the sampler is this policy, no correction
         )
-        stats = {f"{METRIC_NAMES.get(k, k)}": v for k, v in stats.items()}
-        if mb.teacher_logprobs is not None:  # LwF: k3 KL(pi_theta || previous-task teacher) on sampled tokens
-            kl_teacher = lwf_kl(logprobs, mb.teacher_logprobs, mask, mb.sequence_index)
-            loss = loss + config.kl_penalty_beta * kl_teacher
-            stats["continual/kl_teacher"] = kl_teacher.item()
-        return loss, stats | {"loss/total": loss.item()}
+        return loss, {METRIC_NAMES[k]: v for k, v in stats.items() if k in METRIC_NAMES}
 
     def _iteration_metrics(self, iteration, task_name, trajectories, results, advantage_stats, steps) -> dict:
         summary = summarize(trajectories, results)
@@ -285,9 +291,8 @@ class GSPOTrainer:
             metrics["ratio/first_step_mean"] = steps[0].get("ratio/mean", float("nan"))
             for key in {k for s in steps for k in s} - {"skipped"}:
                 values = [s[key] for s in steps if key in s and math.isfinite(s[key])]
-                if values:
-                    reducer = {"ratio/min": min, "ratio/max": max}.get(key, lambda v: float(np.mean(v)))
-                    metrics[key] = reducer(values)
+                if values:  # min of minima, max of maxima, sums of counts, means of the rest
+                    metrics[key] = reduce_metric(key, values)
         return metrics
 
     # -- the loop ------------------------------------------------------------------------
@@ -305,7 +310,7 @@ class GSPOTrainer:
         with MetricsLogger(self.output_dir, report_to=config.report_to, wandb_project=config.wandb_project,
                            wandb_run_name=config.wandb_run_name, config=config.model_dump(mode="json"),
                            total_iterations=config.num_outer_iterations,
-                           start_iteration=self.iteration_index) as logger:
+                           start_iteration=self.iteration_index, console_every=config.log_every) as logger:
             if config.resume or dropped:
                 start = (f"resumed from {resumed_from} at iteration {self.iteration_index}" if resumed_from
                          else "started from scratch (no checkpoint to resume from)")

@@ -6,7 +6,9 @@ acts). Each minibatch is processed in micro-batches of `micro_batch_episodes` ep
 gradients are accumulated. Rows are assistant turns; all turns of one episode form one GSPO
 sequence (`sequence_index`), so the sequence ratio is the geometric mean over every token the
 policy sampled in the episode. π_old is the sampler's own logprob (exact: see
-tests/test_generation_exactness.py), so no extra forward pass is spent on it.
+tests/test_generation_exactness.py), so no extra forward pass is spent on it. What a row needs
+to be scored the way it was sampled travels with it: its sampling temperature and the policy
+version that sampled it (and, from a separate sampling engine, that engine's logprobs).
 """
 
 from __future__ import annotations
@@ -19,17 +21,21 @@ import torch
 
 from stateset_agents.rollout.encoding import EncodedPrompt
 from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
+from stateset_agents.training.metrics import reduce_metric
 
 
 @dataclass
 class PolicyRow:
-    """One assistant turn to train on."""
+    """One assistant turn to train on, with the facts of how it was sampled."""
 
     prompt: EncodedPrompt
     completion_ids: list[int]
-    old_logprobs: list[float]
+    old_logprobs: list[float]  # log pi_old (the sampler's own when the sampler is the trainer's policy)
     episode: int  # index of the episode (GSPO sequence) in the rollout batch
     advantage: float
+    temperature: float  # the sampler's logprob temperature: scoring divides the logits by the same
+    policy_version: int | None = None  # optimizer steps the sampling policy had taken (None: unknown)
+    sampler_logprobs: list[float] | None = None  # another engine's log mu; None = old_logprobs are the sampler's
     ref_logprobs: list[float] | None = None
     teacher_logprobs: list[float] | None = None
 
@@ -41,8 +47,12 @@ def rows_from_trajectories(trajectories, advantages: list[float], first_episode:
         for turn in trajectory.turns:
             if not turn.completion_ids:
                 continue
+            if turn.temperature is None:
+                raise ValueError("a turn with sampled tokens records no sampling temperature (TurnSample.temperature): "
+                                 "its logprobs cannot be reproduced by the trainer")
             prompt = EncodedPrompt(turn.prompt_ids, turn.pixel_values, turn.image_grid_thw)
-            rows.append(PolicyRow(prompt, turn.completion_ids, turn.logprobs, first_episode + offset, float(advantage)))
+            rows.append(PolicyRow(prompt, turn.completion_ids, turn.logprobs, first_episode + offset, float(advantage),
+                                  temperature=turn.temperature, policy_version=turn.policy_version))
     return rows
 
 
@@ -65,6 +75,8 @@ class MicroBatch:
     ref_logprobs: torch.Tensor | None  # [R, C]
     teacher_logprobs: torch.Tensor | None  # [R, C]
     num_episodes: int
+    sampler_logprobs: torch.Tensor | None = None  # [R, C] log mu of a separate sampling engine
+    temperature: float | torch.Tensor = 1.0  # the rows' sampling temperature (a [R, 1, 1] tensor if they differ)
 
 
 def _right_aligned(values: list[list[float]], width: int, device: torch.device) -> torch.Tensor:
@@ -73,6 +85,14 @@ def _right_aligned(values: list[list[float]], width: int, device: torch.device) 
         if seq:
             out[row, width - len(seq):] = torch.tensor(seq, dtype=torch.float32)
     return out.to(device)
+
+
+def rows_temperature(rows: list[PolicyRow], device: torch.device) -> float | torch.Tensor:
+    """The temperature to score `rows` at: theirs when they share one, else one per row ([R, 1, 1])."""
+    temperatures = [r.temperature for r in rows]
+    if len(set(temperatures)) == 1:
+        return temperatures[0]
+    return torch.tensor(temperatures, dtype=torch.float32, device=device)[:, None, None]
 
 
 def make_micro_batch(rows: list[PolicyRow], device: torch.device) -> MicroBatch:
@@ -90,12 +110,15 @@ def make_micro_batch(rows: list[PolicyRow], device: torch.device) -> MicroBatch:
         ref_logprobs=optional("ref_logprobs"),
         teacher_logprobs=optional("teacher_logprobs"),
         num_episodes=len(local),
+        sampler_logprobs=optional("sampler_logprobs"),
+        temperature=rows_temperature(rows, device),
     )
 
 
 @dataclass
 class StepStats:
-    """Statistics of one optimizer step (averaged over its micro-batches, weighted by episodes)."""
+    """Statistics of one optimizer step, reduced over its micro-batches (`metrics.reduce_metric`:
+    extremes by min/max, counts summed, the rest averaged weighted by episodes)."""
 
     values: dict[str, float] = field(default_factory=dict)
     skipped_nonfinite: bool = False
@@ -112,20 +135,22 @@ def optimizer_step(
     loss_fn: LossFn,
     *,
     pad_token_id: int,
-    temperature: float,
     max_grad_norm: float,
-    aux_loss_coef: float = 0.0,
 ) -> StepStats:
-    """Accumulate gradients over `micro_batches`, clip, step. Non-finite loss or gradients skip the step."""
+    """Accumulate gradients over `micro_batches`, clip, step. Non-finite loss or gradients skip the step.
+
+    Each micro-batch is scored at its rows' own sampling temperature (`MicroBatch.temperature`).
+    """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     total_episodes = sum(mb.num_episodes for mb in micro_batches)
     optimizer.zero_grad(set_to_none=True)
-    sums: dict[str, float] = {}
+    collected: dict[str, list[float]] = {}
+    weights: dict[str, list[float]] = {}
     for mb in micro_batches:
         batch = build_scoring_batch([r.prompt for r in mb.rows], [r.completion_ids for r in mb.rows],
                                     pad_token_id, device, dtype)
-        scored = score_completions(model, batch, temperature=temperature, with_entropy=True)
+        scored = score_completions(model, batch, temperature=mb.temperature, with_entropy=True)
         loss, stats = loss_fn(scored.logprobs, mb, batch.completion_mask, scored)
         if not torch.isfinite(loss):
             optimizer.zero_grad(set_to_none=True)
@@ -135,21 +160,24 @@ def optimizer_step(
         mask = batch.completion_mask
         stats["entropy"] = float((scored.entropy * mask).sum() / mask.sum().clamp(min=1))
         for key, value in stats.items():
-            sums[key] = sums.get(key, 0.0) + weight * float(value)
+            collected.setdefault(key, []).append(float(value))
+            weights.setdefault(key, []).append(weight)
+    values = {key: reduce_metric(key, collected[key], weights[key]) for key in collected}
     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
     if not torch.isfinite(grad_norm):
         optimizer.zero_grad(set_to_none=True)
-        return StepStats({**sums, "grad_norm": float("nan")}, skipped_nonfinite=True)
+        return StepStats({**values, "grad_norm": float("nan")}, skipped_nonfinite=True)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepStats({**sums, "grad_norm": float(grad_norm)})
+    return StepStats({**values, "grad_norm": float(grad_norm)})
 
 
 @torch.no_grad()
 def fill_reference_logprobs(model, rows: list[PolicyRow], *, attribute: str, context, pad_token_id: int,
-                            temperature: float, batch_rows: int = 16) -> None:
-    """Score `rows` under another policy (inside `context`, e.g. the adapter-disabled model) into `attribute`."""
+                            batch_rows: int = 16) -> None:
+    """Score `rows` under another policy (inside `context`, e.g. the adapter-disabled model) into
+    `attribute`, each at its own sampling temperature."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     with context():
@@ -157,6 +185,6 @@ def fill_reference_logprobs(model, rows: list[PolicyRow], *, attribute: str, con
             chunk = rows[start:start + batch_rows]
             batch = build_scoring_batch([r.prompt for r in chunk], [r.completion_ids for r in chunk],
                                         pad_token_id, device, dtype)
-            logprobs = score_completions(model, batch, temperature=temperature).logprobs
+            logprobs = score_completions(model, batch, temperature=rows_temperature(chunk, device)).logprobs
             for row, values in zip(chunk, logprobs):
                 setattr(row, attribute, values[values.shape[0] - len(row.completion_ids):].tolist())
