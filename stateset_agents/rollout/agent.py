@@ -24,7 +24,8 @@ from stateset_agents.core.formats import get_chat_format
 from stateset_agents.core.trajectory import TurnSample
 from stateset_agents.models.loading import LoadSettings, load_model
 from stateset_agents.rollout.encoding import PromptEncoder
-from stateset_agents.rollout.hf_generation import HFGenerator, SamplingSettings, kimi_temperature
+from stateset_agents.core.formats.kimi import kimi_temperature
+from stateset_agents.rollout.hf_generation import HFGenerator, SamplingSettings
 
 # from_pretrained-style keys accepted in `model_kwargs` (besides `chat_template_kwargs`)
 LOAD_KEYS = ("dtype", "torch_dtype", "device", "attn_implementation", "load_in_4bit", "trust_remote_code")

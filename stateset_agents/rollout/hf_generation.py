@@ -20,12 +20,6 @@ from stateset_agents.rollout.encoding import EncodedPrompt, image_inputs, left_p
 from stateset_agents.rollout.lora_cache import sampling_weights
 
 
-def kimi_temperature(thinking: bool) -> float:
-    """Kimi's advised sampling temperature: 1.0 with thinking, 0.6 without (the value a temperature of
-    None stands for in `AgentConfig` and `TrainingConfig`)."""
-    return 1.0 if thinking else 0.6
-
-
 @dataclass
 class SamplingSettings:
     max_new_tokens: int = 128

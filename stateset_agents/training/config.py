@@ -28,6 +28,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stateset_agents.core.formats.kimi import kimi_temperature
+
 __all__ = ["TrainingConfig", "CONTINUAL_STRATEGIES", "REMOVED_FIELDS", "describe_validation_error"]
 
 CONTINUAL_STRATEGIES = ("none", "replay", "lwf", "replay_lwf")
@@ -240,7 +242,7 @@ class TrainingConfig(BaseModel):
         """The sampling temperature in use (Kimi's advice when `temperature` is None)."""
         if self.temperature is not None:
             return self.temperature
-        return 1.0 if self.thinking else 0.6
+        return kimi_temperature(self.thinking)
 
     def optimizer_steps_per_rollout(self, episodes: int | None = None) -> int:
         """K, optimizer steps per rollout batch of `episodes` (default: episodes_per_rollout), >= 1."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stateset_agents.core.formats.kimi import kimi_temperature
 from stateset_agents.training.config import TrainingConfig
 
 __all__ = [
@@ -82,7 +83,7 @@ def get_kimi25_config(
         values.update(_REAL_CHECKPOINT_SETTINGS)
     values.update(model_name=model_name, task=task, use_lora=use_lora, output_dir=output_dir)
     values.update(overrides)
-    values.setdefault("temperature", 1.0 if values["thinking"] else 0.6)
+    values.setdefault("temperature", kimi_temperature(values["thinking"]))
     if "system_prompt" not in values:
         task_names = values["task"] if isinstance(values["task"], str) else ",".join(values["task"])
         values["system_prompt"] = kimi25_system_prompt(task_names)

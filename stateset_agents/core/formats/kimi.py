@@ -168,6 +168,12 @@ class KimiChatFormat:
         )
 
 
+def kimi_temperature(thinking: bool) -> float:
+    """Kimi's advised sampling temperature: 1.0 with thinking, 0.6 without (the value a temperature of
+    None stands for in `AgentConfig` and `TrainingConfig`)."""
+    return 1.0 if thinking else 0.6
+
+
 def _turn(opener: str, name: str, body: str) -> str:
     return f"{opener}{name}{IM_MIDDLE}{body}{IM_END}"
 
