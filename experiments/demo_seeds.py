@@ -59,7 +59,7 @@ def run_seed(config, samples_per_scenario: int = 2, scenarios: int | None = None
 
 def time_split(run_dir: Path) -> dict[str, float]:
     """Median seconds per training iteration of each part, from the run's metrics.jsonl."""
-    from stateset_agents.training.report import TIME_PARTS
+    from stateset_agents.runs.report import TIME_PARTS
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     records = [r for r in records if "time/iteration" in r]

@@ -73,7 +73,7 @@ def held_out(trainer, task_index: int, samples: int, seed: int) -> dict:
 
 def train_iterations(trainer, start: int, stop: int) -> None:
     """train() without the end-of-run report: metrics.jsonl, the boundary event and the task field."""
-    from stateset_agents.training.metrics import MetricsLogger
+    from stateset_agents.runs.metrics import MetricsLogger
 
     config = trainer.config
     with MetricsLogger(trainer.output_dir, report_to=config.report_to, total_iterations=config.num_outer_iterations) \
@@ -94,7 +94,7 @@ def train_iterations(trainer, start: int, stop: int) -> None:
 
 
 def run_seed(seed: int, tasks: list[str], iterations_per_task: int, samples: int, root: Path) -> dict:
-    from stateset_agents.training.report import write_report
+    from stateset_agents.runs.report import write_report
     from stateset_agents.training.trainer import GSPOTrainer
 
     eval_seed = 20_000 + seed

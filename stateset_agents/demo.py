@@ -63,7 +63,7 @@ def held_out(trainer, samples_per_scenario: int, seed: int) -> dict:
 
 def run_demo(output_dir: str, iterations: int, seed: int, samples_per_scenario: int = 2) -> dict:
     from stateset_agents.embedded import ensure_embedded_model
-    from stateset_agents.training.report import write_report
+    from stateset_agents.runs.report import write_report
     from stateset_agents.training.trainer import GSPOTrainer
 
     started = time.perf_counter()

@@ -13,7 +13,7 @@ import torch
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 
-from stateset_agents.training.checkpoint import (  # noqa: E402
+from stateset_agents.runs.checkpoints import (  # noqa: E402
     COMPLETE_MARKER,
     checkpoint_dir,
     latest_checkpoint,

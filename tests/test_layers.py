@@ -3,6 +3,8 @@
 The layers follow the data path of a training run, lowest first:
 
     core      messages, chat formats, completions, trajectories: the data every layer passes on
+    runs      what a run leaves on disk (checkpoints, metrics, report): the data path's last stage,
+              but it needs nothing from the package, so every layer may write through it
     models    loading weights, LoRA targets, vision settings, the tiny model's builder
     envs      the conversation's other side: environments, simulated users, tools, goals
     rollout   the agent (model + chat format) generating turns, prompt encoding, exact logprobs,
@@ -34,6 +36,7 @@ ROOT = Path(stateset_agents.__file__).resolve().parent
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("core",)),
+    ("runs", ("runs",)),
     ("models", ("models",)),
     ("envs", ("envs",)),
     ("rollout", ("rollout",)),

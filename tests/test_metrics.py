@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stateset_agents.training.metrics import (
+from stateset_agents.runs.metrics import (
     METRIC_CONDITIONS,
     METRIC_DOCS,
     MetricsLogger,
@@ -234,7 +234,7 @@ def test_wandb_offline_run_records_logged_values(tmp_path, monkeypatch):
 
 
 def test_truncate_metrics_keeps_each_iteration_once(tmp_path):
-    from stateset_agents.training.metrics import truncate_metrics
+    from stateset_agents.runs.metrics import truncate_metrics
 
     with MetricsLogger(tmp_path, report_to=["jsonl"]) as logger:
         for iteration in (1, 2, 3):

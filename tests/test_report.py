@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from stateset_agents.training.report import (
+from stateset_agents.runs.report import (
     PANELS,
     run_summary_rows,
     summary_table,

@@ -145,8 +145,8 @@ def test_kill_9_between_logging_and_checkpoint_then_resume_logs_each_iteration_o
     import time
     from pathlib import Path
 
-    from stateset_agents.training.checkpoint import latest_checkpoint
-    from stateset_agents.training.metrics import read_metrics, split_events
+    from stateset_agents.runs.checkpoints import latest_checkpoint
+    from stateset_agents.runs.metrics import read_metrics, split_events
 
     run = tmp_path / "killed" / "run"
 

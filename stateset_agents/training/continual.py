@@ -62,7 +62,7 @@ import torch
 from torch import Tensor
 
 from stateset_agents.rollout.encoding import EncodedPrompt
-from stateset_agents.training.update import PolicyRow
+from stateset_agents.training.optimizer_step import PolicyRow
 
 __all__ = [
     "ReplayTurn", "ReplayEpisode", "ReplayBuffer", "TeacherAdapter", "ContinualLearner",

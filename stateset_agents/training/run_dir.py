@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stateset_agents.training.checkpoint import latest_checkpoint
+from stateset_agents.runs.checkpoints import latest_checkpoint
 from stateset_agents.training.config import TrainingConfig
 
 __all__ = ["RESUMABLE_FIELDS", "RunDirectoryError", "check_run_directory", "saved_run_config"]

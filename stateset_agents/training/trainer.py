@@ -35,13 +35,13 @@ from stateset_agents.training.evaluation import evaluate, is_success, summarize
 from stateset_agents.training.policy import build_optimizer, prepare_policy, reference_context
 from stateset_agents.training.run_dir import check_run_directory
 from stateset_agents.training.scenario_sampler import ScenarioSampler
-from stateset_agents.training.metrics import reduce_metric
-from stateset_agents.training.update import (
+from stateset_agents.runs.metrics import reduce_metric
+from stateset_agents.training.optimizer_step import (
     MicroBatch, fill_reference_logprobs, make_micro_batch, optimizer_step, rows_from_trajectories, split_episodes,
 )
 
 
-# loss statistics (training/losses.py) -> logged metric names (training/metrics.py METRIC_DOCS);
+# loss statistics (training/losses.py) -> logged metric names (runs/metrics.py METRIC_DOCS);
 # statistics not named here are not logged
 METRIC_NAMES = {
     "ratio_mean": "ratio/mean", "ratio_min": "ratio/min", "ratio_max": "ratio/max",
@@ -297,8 +297,8 @@ class GSPOTrainer:
 
     # -- the loop ------------------------------------------------------------------------
     def train(self) -> TrainingResult:
-        from stateset_agents.training.metrics import MetricsLogger, truncate_metrics
-        from stateset_agents.training.report import write_report
+        from stateset_agents.runs.metrics import MetricsLogger, truncate_metrics
+        from stateset_agents.runs.report import write_report
 
         config = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -350,7 +350,7 @@ class GSPOTrainer:
         }
 
     def save_checkpoint(self) -> Path:
-        from stateset_agents.training.checkpoint import save_checkpoint
+        from stateset_agents.runs.checkpoints import save_checkpoint
 
         path = save_checkpoint(self.output_dir, self.iteration_index, self.policy, self.optimizer, self.scheduler,
                                self.trainer_state(), extra_files=self.continual.extra_files())
@@ -359,7 +359,7 @@ class GSPOTrainer:
 
     def _resume(self) -> Path | None:
         """Load the latest checkpoint (weights, optimizer, RNG, samplers, history); returns its path or None."""
-        from stateset_agents.training.checkpoint import latest_checkpoint, load_checkpoint
+        from stateset_agents.runs.checkpoints import latest_checkpoint, load_checkpoint
 
         path = latest_checkpoint(self.output_dir)
         if path is None:

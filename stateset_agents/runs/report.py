@@ -1,7 +1,7 @@
 """A run report: learning-curve PNGs under `output_dir/plots/` and a short `output_dir/report.md`.
 
 Input is the list of per-iteration metric dicts the trainer logged (keys documented in
-`stateset_agents.training.metrics.METRIC_DOCS`), read from `metrics.jsonl` by default. Every
+`stateset_agents.runs.metrics.METRIC_DOCS`), read from `metrics.jsonl` by default. Every
 plot and summary row is drawn only from the keys that are present, so a run that logs a
 subset (no eval, no continual learning) still gets a report. Records logged for the same
 iteration in separate calls (e.g. an eval dict) are fine: each series is read key by key.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stateset_agents.training.metrics import METRICS_FILENAME, read_metrics, split_events
+from stateset_agents.runs.metrics import METRICS_FILENAME, read_metrics, split_events
 
 PLOTS_DIRNAME = "plots"
 REPORT_FILENAME = "report.md"

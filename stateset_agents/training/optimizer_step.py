@@ -21,7 +21,7 @@ import torch
 
 from stateset_agents.rollout.encoding import EncodedPrompt
 from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
-from stateset_agents.training.metrics import reduce_metric
+from stateset_agents.runs.metrics import reduce_metric
 
 
 @dataclass
