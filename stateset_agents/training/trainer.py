@@ -100,8 +100,7 @@ class GSPOTrainer:
         self.config = config
         self.log = log
         self.output_dir = Path(config.output_dir)
-        # system_prompt (when set) replaces every task's own, in training and evaluation episodes
-        self.tasks = [get_task(name).with_system_prompt(config.system_prompt) for name in config.task_sequence]
+        self.tasks = [_with_system_prompt(get_task(name), config.system_prompt) for name in config.task_sequence]
         # before the model loads (minutes for a real checkpoint) and before anything is written
         for change in check_run_directory(config):
             log(f"resume: {change} (allowed on resume; recorded in config.yaml)")
@@ -376,6 +375,17 @@ class GSPOTrainer:
         self.history = list(state.get("history", []))
         self.log(f"resumed from {path} at iteration {self.iteration_index}")
         return path
+
+
+def _with_system_prompt(task, system_prompt: str | None):
+    """`task` with `system_prompt` (when set) replacing its own in training and evaluation episodes. A
+    duck-typed task (not a `Task` subclass) runs unchanged without one and is refused with one."""
+    if system_prompt is None:
+        return task
+    if not hasattr(task, "with_system_prompt"):
+        raise ValueError(f"system_prompt is set, but task {task.name!r} ({type(task).__name__}) has no "
+                         f"with_system_prompt(): subclass stateset_agents.tasks.base.Task, or leave system_prompt unset")
+    return task.with_system_prompt(system_prompt)
 
 
 def _chunks(items: list, size: int) -> list[list]:
