@@ -233,7 +233,8 @@ def render_panel(panel: Panel, records: Records, path: Path) -> bool:
     ax.set_title(panel.title)
     ax.set_xlabel("iteration")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # a twin panel may draw only on its right axis (e.g. no KL term)
+        ax.legend(loc="upper left", fontsize="small")
     figure.subplots_adjust(left=0.1, right=0.88, top=0.91, bottom=0.12)  # fixed: tight_layout is slow
     figure.savefig(path)
     return True
