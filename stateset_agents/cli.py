@@ -76,16 +76,12 @@ def config_from_args(args: argparse.Namespace):
 def describe_config(config) -> str:
     """The settings that differ from TrainingConfig's defaults, one per line (all are in config.yaml)."""
     from stateset_agents.training.config import TrainingConfig
+    from stateset_agents.training.run_dir import short_repr
 
     defaults = TrainingConfig.model_construct().model_dump(mode="json")
     values = config.model_dump(mode="json")
-    changed = [f"  {name}: {_short(values[name])}" for name in values if values[name] != defaults[name]]
+    changed = [f"  {name}: {short_repr(values[name], width=100)}" for name in values if values[name] != defaults[name]]
     return "\n".join(["Effective config (settings that differ from the defaults):", *changed])
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def run_training(config) -> int:

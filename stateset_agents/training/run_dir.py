@@ -88,7 +88,7 @@ def _check_creatable(output_dir: Path) -> None:
 
 def _differences(saved: TrainingConfig, config: TrainingConfig) -> dict[str, str]:
     before, after = saved.model_dump(mode="json"), config.model_dump(mode="json")
-    return {name: f"saved {_show(before[name])}, now {_show(after[name])}"
+    return {name: f"saved {short_repr(before[name])}, now {short_repr(after[name])}"
             for name in TrainingConfig.model_fields if before[name] != after[name]}
 
 
@@ -109,6 +109,7 @@ def _iteration_change_problems(saved: TrainingConfig, config: TrainingConfig, ch
     return {}
 
 
-def _show(value: Any) -> str:
+def short_repr(value: Any, width: int = 60) -> str:
+    """`repr(value)`, cut to `width` characters (long prompts stay readable in one-line messages)."""
     text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= width else text[:width - 3] + "..."
