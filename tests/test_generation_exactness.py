@@ -77,3 +77,20 @@ def test_image_content_changes_the_model_output(tiny_agent):
             return score_completions(tiny_agent.model, batch).logprobs
 
     assert not torch.allclose(logits_for((255, 0, 0)), logits_for((0, 0, 255)))
+
+
+@pytest.mark.parametrize("top_p,top_k", [(1.0, 0), (0.9, 20)])
+def test_a_seeded_completion_does_not_depend_on_its_batch(tiny_agent, top_p, top_k):
+    """Row i's sample is a function of its prompt and seed only: alone, in a batch, in another order."""
+    convs = conversations()
+    tools = None
+    prompts = [tiny_agent.encode(c, tools) for c in convs]
+    seeds = [11, 22, 33]
+    batch = tiny_agent.generate_encoded(prompts, seeds=seeds, top_p=top_p, top_k=top_k)
+    alone = [tiny_agent.generate_encoded([p], seeds=[s], top_p=top_p, top_k=top_k)[0] for p, s in zip(prompts, seeds)]
+    reordered = tiny_agent.generate_encoded(prompts[::-1], seeds=seeds[::-1], top_p=top_p, top_k=top_k)[::-1]
+    for a, b, c in zip(batch, alone, reordered):
+        assert a.completion_ids == b.completion_ids == c.completion_ids
+    # and the seed matters: other seeds give other samples (on the 24-token completions of an untrained model)
+    other = tiny_agent.generate_encoded(prompts, seeds=[12, 23, 34], top_p=top_p, top_k=top_k)
+    assert any(a.completion_ids != o.completion_ids for a, o in zip(batch, other))

@@ -207,11 +207,12 @@ class Agent:
         """Sample the next assistant turn of every conversation, in one batched `generate` call."""
         return self.generate_encoded([self.encode(messages, tools) for messages in conversations], **sampling)
 
-    def generate_encoded(self, prompts: list, **sampling) -> list[TurnSample]:
-        """Like `generate`, for prompts already encoded (e.g. each with its own tool declarations)."""
+    def generate_encoded(self, prompts: list, seeds: list[int | None] | None = None, **sampling) -> list[TurnSample]:
+        """Like `generate`, for prompts already encoded (e.g. each with its own tool declarations);
+        `seeds[i]` fixes prompt i's sample whatever else is in the batch (None: from the global RNG)."""
         settings = self.sampling(**sampling)
         self.check_prompt_lengths(prompts, settings.max_new_tokens)
-        samples = self.generator.generate(prompts, settings)
+        samples = self.generator.generate(prompts, settings, seeds)
         return [
             TurnSample(
                 prompt_ids=sample.prompt.input_ids,

@@ -8,6 +8,14 @@ distribution, but π_old is still the untruncated tempered distribution: the tra
 exactly the same quantity, so ratios are consistent (the truncation is treated as part of the
 behaviour policy's exploration, as TRL and verl do). Greedy decoding (temperature 0) records
 logprobs at temperature 1.
+
+Every row draws its tokens from its own `torch.Generator`, seeded per request (`seeds`): a
+completion depends on its prompt and its seed only, not on which other prompts share the batch,
+on `rollout_concurrency`, or on how many processes split the rollouts (training/distributed.py
+relies on this: two ranks sample exactly the episodes one process would). `generate` runs
+greedy over scores our `SeededDraw` processor has reduced to the drawn token, so its own
+sampler never touches the global RNG. Rows without a seed get one from the global torch RNG,
+so seeding the process still makes them reproducible.
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers.generation.logits_process import (
+    LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+)
 
 from stateset_agents.rollout.encoding import EncodedPrompt, image_inputs, left_padded_batch
 from stateset_agents.rollout.lora_cache import sampling_weights
@@ -30,6 +41,42 @@ class SamplingSettings:
     @property
     def logprob_temperature(self) -> float:
         return self.temperature if self.temperature > 0 else 1.0
+
+
+def request_seeds(seeds: list[int | None] | None, count: int) -> list[int]:
+    """One seed per request: the given ones, the missing drawn from the global torch RNG."""
+    seeds = list(seeds) if seeds is not None else [None] * count
+    if len(seeds) != count:
+        raise ValueError(f"{len(seeds)} seeds for {count} prompts")
+    drawn = torch.randint(0, 2**62, (count,)).tolist() if None in seeds else seeds
+    return [int(s) % 2**62 if s is not None else d for s, d in zip(seeds, drawn)]
+
+
+class SeededDraw(LogitsProcessor):
+    """Samples each row's next token from its (already warped) scores with that row's own generator;
+    returns scores that are 0 at the drawn token and -inf elsewhere, so greedy search emits it."""
+
+    def __init__(self, seeds: list[int]):
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.float(), dim=-1).cpu()  # [B, V]; generators live on the CPU
+        drawn = torch.tensor([int(torch.multinomial(row, 1, generator=g)) for row, g in zip(probs, self.generators)],
+                             device=scores.device)
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0], device=scores.device), drawn] = 0.0
+        return out
+
+
+def sampling_processors(sampling: "SamplingSettings", seeds: list[int]) -> LogitsProcessorList:
+    """temperature -> top-k -> top-p (transformers' own warpers, generate's order) -> the seeded draw."""
+    processors = LogitsProcessorList([TemperatureLogitsWarper(sampling.temperature)])
+    if sampling.top_k and sampling.top_k > 0:
+        processors.append(TopKLogitsWarper(sampling.top_k))
+    if sampling.top_p < 1.0:
+        processors.append(TopPLogitsWarper(sampling.top_p))
+    processors.append(SeededDraw(seeds))
+    return processors
 
 
 @dataclass
@@ -59,24 +106,26 @@ class HFGenerator:
         return next(self.model.parameters()).dtype
 
     @torch.no_grad()
-    def generate(self, prompts: list[EncodedPrompt], sampling: SamplingSettings) -> list[Sample]:
+    def generate(self, prompts: list[EncodedPrompt], sampling: SamplingSettings,
+                 seeds: list[int | None] | None = None) -> list[Sample]:
+        """One completion per prompt; row i draws its tokens with `seeds[i]` (see the module docstring)."""
         if not prompts:
             return []
         batch = left_padded_batch([p.input_ids for p in prompts], self.pad_token_id, self.device)
         batch.pop("position_ids")  # generate derives the same positions from the attention mask
         batch.update(image_inputs(prompts, self.device, self.dtype))
-        do_sample = sampling.temperature > 0
-        sampling_kwargs = dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k) if do_sample else {}
+        processors = sampling_processors(sampling, request_seeds(seeds, len(prompts))) if sampling.temperature > 0 else None
         with sampling_weights(self.model):  # LoRA folded into the weights once per call, not per decode step
             output = self.model.generate(
                 **batch,
-                do_sample=do_sample,
+                do_sample=False,  # greedy over SeededDraw's scores = our per-row sample
+                logits_processor=processors,
+                temperature=None, top_p=None, top_k=None,
                 max_new_tokens=sampling.max_new_tokens,
                 eos_token_id=self.stop_token_ids,
                 pad_token_id=self.pad_token_id,
                 output_logits=True,
                 return_dict_in_generate=True,
-                **sampling_kwargs,
             )
         prompt_width = batch["input_ids"].shape[1]
         completions = output.sequences[:, prompt_width:]  # [B, C]

@@ -19,11 +19,17 @@ from stateset_agents.core.trajectory import Trajectory, TurnSample
 
 @dataclass
 class EpisodeSpec:
-    """One episode to run: a scenario of a task, and the group it belongs to (for advantages)."""
+    """One episode to run: a scenario of a task, the group it belongs to (for advantages), and the
+    seed its sampled turns derive theirs from (None: the global RNG decides)."""
 
     task: Any  # stateset_agents.tasks Task
     scenario: dict[str, Any]
     group_id: int = 0
+    seed: int | None = None
+
+    def turn_seed(self, turn: int) -> int | None:
+        """The sampling seed of the episode's `turn`-th assistant turn (a fixed mix of both numbers)."""
+        return None if self.seed is None else (self.seed * 1_000_003 + turn) % 2**62
 
 
 @dataclass
@@ -74,7 +80,8 @@ def run_episodes(
         order = list(live)
         if not order:
             continue
-        turns = agent.generate_encoded([prompts[i] for i in order], **sampling)
+        seeds = [live[i].spec.turn_seed(len(live[i].turns)) for i in order]
+        turns = agent.generate_encoded([prompts[i] for i in order], seeds=seeds, **sampling)
         stats.generate_calls += 1
         stats.batch_sizes.append(len(order))
         for index, turn in zip(order, turns):

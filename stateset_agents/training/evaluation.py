@@ -71,7 +71,9 @@ def evaluate(
     """Mean reward and success rate of `agent` on `scenarios` (each sampled `samples_per_scenario` times)."""
     from stateset_agents.rewards.batch_rewards import score_trajectories_sync
 
-    specs = [EpisodeSpec(task, s, group_id=i) for i, s in enumerate(scenarios) for _ in range(samples_per_scenario)]
+    # each episode seeded by its place: the numbers do not depend on `concurrency` or batch order
+    specs = [EpisodeSpec(task, s, group_id=i, seed=(seed * 1_000_003 + i) * 1_000_003 + k)
+             for i, s in enumerate(scenarios) for k in range(samples_per_scenario)]
     with isolated_rng(seed):
         trajectories, _ = run_episodes(agent, specs, max_turns=max_turns, concurrency=concurrency, **sampling)
     results = score_trajectories_sync(reward_fn, trajectories, error_policy="skip")

@@ -58,6 +58,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def episode_seed(run_seed: int, iteration: int, group: int, member: int) -> int:
+    """The sampling seed of one episode: fixed by its place in the run, not by who samples it or with what."""
+    return ((run_seed * 1_000_003 + iteration) * 1_000_003 + group) * 1_000_003 + member
+
+
 def agent_config_for(config) -> AgentConfig:
     return AgentConfig(
         model_name=config.model_name,
@@ -143,7 +148,8 @@ class GSPOTrainer:
         self.continual.start_task(task_id, task.name)  # LwF: freeze the teacher at a task boundary
         started = time.perf_counter()
         scenarios = self.samplers[task_id].sample(config.scenarios_per_iteration)
-        specs = [EpisodeSpec(task, s, group_id=g) for g, s in enumerate(scenarios) for _ in range(config.num_generations)]
+        specs = [EpisodeSpec(task, s, group_id=g, seed=episode_seed(config.seed, iteration, g, k))
+                 for g, s in enumerate(scenarios) for k in range(config.num_generations)]
         self.policy.eval()
         trajectories, rollout_stats = run_episodes(
             self.agent, specs, max_turns=config.max_turns, concurrency=config.rollout_concurrency
