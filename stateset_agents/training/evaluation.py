@@ -66,15 +66,26 @@ def evaluate(
     max_turns: int = 6,
     concurrency: int = 32,
     seed: int = 1234,
+    parallel=None,
     **sampling,
 ) -> dict[str, Any]:
-    """Mean reward and success rate of `agent` on `scenarios` (each sampled `samples_per_scenario` times)."""
+    """Mean reward and success rate of `agent` on `scenarios` (each sampled `samples_per_scenario` times).
+
+    With `parallel` (training/distributed.py) each rank runs a share of the episodes and every rank
+    gets the summary of all of them; per-episode seeds make it equal to one process's."""
     from stateset_agents.rewards.batch_rewards import score_trajectories_sync
 
     # each episode seeded by its place: the numbers do not depend on `concurrency` or batch order
     specs = [EpisodeSpec(task, s, group_id=i, seed=(seed * 1_000_003 + i) * 1_000_003 + k)
              for i, s in enumerate(scenarios) for k in range(samples_per_scenario)]
+    indices = parallel.share(range(len(specs))) if parallel is not None and parallel.enabled else range(len(specs))
     with isolated_rng(seed):
-        trajectories, _ = run_episodes(agent, specs, max_turns=max_turns, concurrency=concurrency, **sampling)
+        trajectories, _ = run_episodes(agent, [specs[i] for i in indices], max_turns=max_turns,
+                                       concurrency=concurrency, **sampling)
     results = score_trajectories_sync(reward_fn, trajectories, error_policy="skip")
+    if parallel is not None and parallel.enabled:
+        from stateset_agents.training.distributed import gather_in_order
+
+        pairs = gather_in_order(parallel, list(zip(indices, zip(trajectories, results))), len(specs))
+        trajectories, results = [t for t, _ in pairs], [r for _, r in pairs]
     return summarize(trajectories, results)

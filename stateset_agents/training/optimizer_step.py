@@ -14,6 +14,7 @@ version that sampled it (and, from a separate sampling engine, that engine's log
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext as _no_context
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -136,32 +137,49 @@ def optimizer_step(
     *,
     pad_token_id: int,
     max_grad_norm: float,
+    total_episodes: int | None = None,
+    parallel=None,
 ) -> StepStats:
     """Accumulate gradients over `micro_batches`, clip, step. Non-finite loss or gradients skip the step.
 
     Each micro-batch is scored at its rows' own sampling temperature (`MicroBatch.temperature`).
+    Data-parallel (`parallel`, training/distributed.py): `micro_batches` are this rank's share of a
+    minibatch of `total_episodes` episodes; the last backward reduces gradients across ranks (DDP
+    averages, so losses are scaled by the world size), and a skip is agreed by every rank. A
+    micro-batch with `num_episodes == 0` only joins the reduction (weight 0, no statistics).
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    total_episodes = sum(mb.num_episodes for mb in micro_batches)
+    total_episodes = total_episodes or sum(mb.num_episodes for mb in micro_batches)
+    world = parallel.world_size if parallel is not None and parallel.enabled else 1
     optimizer.zero_grad(set_to_none=True)
     collected: dict[str, list[float]] = {}
     weights: dict[str, list[float]] = {}
-    for mb in micro_batches:
-        batch = build_scoring_batch([r.prompt for r in mb.rows], [r.completion_ids for r in mb.rows],
-                                    pad_token_id, device, dtype)
-        scored = score_completions(model, batch, temperature=mb.temperature, with_entropy=True)
-        loss, stats = loss_fn(scored.logprobs, mb, batch.completion_mask, scored)
-        if not torch.isfinite(loss):
-            optimizer.zero_grad(set_to_none=True)
-            return StepStats({"loss/total": float("nan")}, skipped_nonfinite=True)
-        weight = mb.num_episodes / total_episodes  # the loss is a mean over episodes (GSPO sequences)
-        (loss * weight).backward()
+    nonfinite = False
+    for index, mb in enumerate(micro_batches):
+        sync = index == len(micro_batches) - 1
+        with parallel.sync_context(model, sync) if world > 1 else _no_context():
+            batch = build_scoring_batch([r.prompt for r in mb.rows], [r.completion_ids for r in mb.rows],
+                                        pad_token_id, device, dtype)
+            scored = score_completions(model, batch, temperature=mb.temperature, with_entropy=True)
+            loss, stats = loss_fn(scored.logprobs, mb, batch.completion_mask, scored)
+            if not torch.isfinite(loss):
+                if world == 1:
+                    optimizer.zero_grad(set_to_none=True)
+                    return StepStats({"loss/total": float("nan")}, skipped_nonfinite=True)
+                nonfinite = True  # the other ranks wait in the gradient reduction: finish it, then skip together
+            weight = mb.num_episodes / total_episodes  # the loss is a mean over episodes (GSPO sequences)
+            (loss * (weight * world)).backward()
+        if mb.num_episodes == 0:
+            continue
         mask = batch.completion_mask
         stats["entropy"] = float((scored.entropy * mask).sum() / mask.sum().clamp(min=1))
         for key, value in stats.items():
             collected.setdefault(key, []).append(float(value))
             weights.setdefault(key, []).append(weight)
+    if world > 1 and parallel.any(nonfinite):
+        optimizer.zero_grad(set_to_none=True)
+        return StepStats({"loss/total": float("nan")}, skipped_nonfinite=True)
     values = {key: reduce_metric(key, collected[key], weights[key]) for key in collected}
     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
     if not torch.isfinite(grad_norm):

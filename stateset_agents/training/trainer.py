@@ -14,6 +14,9 @@ episodes of earlier tasks (scored off-policy through the GSPO ratio); the loss a
 teacher KL. The replay buffer and the teacher adapter are part of every checkpoint.
 Metrics go to the console, metrics.jsonl and W&B; checkpoints are atomic; `resume=True` picks up
 from the latest one and ends with the same weights as an uninterrupted run (on CPU).
+Under `accelerate launch` / `torchrun` the same code runs data-parallel: groups are sampled on
+the ranks, the batch is gathered, updates are sharded and gradients reduced, rank 0 writes
+(training/distributed.py says how, and why the result equals one process's).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 
 from stateset_agents.rollout.agent import Agent, AgentConfig
 from stateset_agents.training.continual import ContinualLearner, rows_from_replay
+from stateset_agents.training.distributed import DataParallel, SilentLogger, gather_in_order
 from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
 from stateset_agents.training.evaluation import evaluate, is_success, summarize
 from stateset_agents.training.policy import build_optimizer, prepare_policy, reference_context
@@ -63,7 +67,7 @@ def episode_seed(run_seed: int, iteration: int, group: int, member: int) -> int:
     return ((run_seed * 1_000_003 + iteration) * 1_000_003 + group) * 1_000_003 + member
 
 
-def agent_config_for(config) -> AgentConfig:
+def agent_config_for(config, device: str | None = None) -> AgentConfig:
     return AgentConfig(
         model_name=config.model_name,
         max_new_tokens=config.max_new_tokens,
@@ -75,7 +79,7 @@ def agent_config_for(config) -> AgentConfig:
         model_kwargs={
             "chat_template_kwargs": {"thinking": config.thinking},
             "dtype": config.dtype,
-            "device": config.device,
+            "device": device or config.device,
             "attn_implementation": config.attn_implementation,
             "load_in_4bit": config.use_4bit,
         },
@@ -103,19 +107,22 @@ class GSPOTrainer:
                 "transformers.generate, batched across all live conversations: set use_vllm=False and raise "
                 "rollout_concurrency for speed.")
         self.config = config
-        self.log = log
+        self.parallel = DataParallel(config.device)  # one process unless launched by accelerate/torchrun
+        self.log = log = log if self.parallel.is_main else (lambda message: None)
         self.output_dir = Path(config.output_dir)
         self.tasks = [_with_system_prompt(get_task(name), config.system_prompt) for name in config.task_sequence]
         # before the model loads (minutes for a real checkpoint) and before anything is written
         for change in check_run_directory(config):
             log(f"resume: {change} (allowed on resume; recorded in config.yaml)")
+        self.parallel.barrier()  # every rank has checked the directory before rank 0 writes into it
         self.custom_reward = reward_fn
         seed_everything(config.seed)
-        self.agent = agent or Agent(agent_config_for(config))
+        self.agent = agent or Agent(agent_config_for(config, device=self.parallel.device))
         self.policy = prepare_policy(self.agent.model, config, log)
         self.agent.model = self.policy
         self.reference = reference_context(self.policy, config, log) if config.kl_beta > 0 else None
         self.optimizer, make_scheduler = build_optimizer(self.policy, config)
+        self.train_model = self.parallel.wrap(self.policy)  # what the backward runs through (DDP when distributed)
         self.scheduler = make_scheduler(config.num_outer_iterations * self.steps_per_iteration)
         self.continual = ContinualLearner(config, self.policy, log)  # replay buffer / LwF teacher (or nothing)
         self.samplers = [ScenarioSampler(t.train_scenarios(), config.seed + i) for i, t in enumerate(self.tasks)]
@@ -150,17 +157,22 @@ class GSPOTrainer:
         scenarios = self.samplers[task_id].sample(config.scenarios_per_iteration)
         specs = [EpisodeSpec(task, s, group_id=g, seed=episode_seed(config.seed, iteration, g, k))
                  for g, s in enumerate(scenarios) for k in range(config.num_generations)]
+        mine = [i for i, spec in enumerate(specs) if self.parallel.owns_group(spec.group_id)]  # whole groups
         self.policy.eval()
-        trajectories, rollout_stats = run_episodes(
-            self.agent, specs, max_turns=config.max_turns, concurrency=config.rollout_concurrency
-        )
-        for trajectory in trajectories:  # the sampler is this policy: its version is the trainer's step count
-            for turn in trajectory.turns:
-                turn.policy_version = self.policy_version
-        rollout_seconds = time.perf_counter() - started
-        reward_started = time.perf_counter()
-        results = self._score(task, trajectories)
-        reward_seconds = time.perf_counter() - reward_started
+        failure, local = None, []
+        try:
+            local, _ = run_episodes(self.agent, [specs[i] for i in mine], max_turns=config.max_turns,
+                                    concurrency=config.rollout_concurrency)
+            for trajectory in local:  # the sampler is this policy: its version is the trainer's step count
+                for turn in trajectory.turns:
+                    turn.policy_version = self.policy_version
+            rollout_seconds = time.perf_counter() - started
+            local_results = self._score(task, local)
+        except Exception as error:  # noqa: BLE001 - re-raised below, on every rank, after the others hear of it
+            failure, local_results, rollout_seconds = error, [], time.perf_counter() - started
+        reward_seconds = time.perf_counter() - started - rollout_seconds
+        trajectories, results = self._gather_episodes(mine, local, local_results, len(specs), failure)
+        completion_tokens = sum(t.num_completion_tokens for t in trajectories)
         update_started = time.perf_counter()
         kept = [(t, r) for t, r in zip(trajectories, results) if r is not None]
         kept, advantages, advantage_stats = self._advantages(kept, task)
@@ -171,13 +183,29 @@ class GSPOTrainer:
         metrics = self._iteration_metrics(iteration, task.name, trajectories, results, advantage_stats, update_stats)
         metrics.update(self.continual.metrics(len(kept), len(replayed)))
         metrics.update({
-            "tokens/completion": rollout_stats.completion_tokens,
-            "tokens/per_second": rollout_stats.completion_tokens / max(rollout_seconds, 1e-9),
+            "tokens/completion": completion_tokens,
+            "tokens/per_second": completion_tokens / max(rollout_seconds, 1e-9),
             "rewards/skipped": len(trajectories) - len(kept),
             "time/rollout": rollout_seconds, "time/reward": reward_seconds, "time/update": update_seconds,
             "time/iteration": time.perf_counter() - started,
         })
         return metrics
+
+    def _gather_episodes(self, mine: list[int], local: list, local_results: list, total: int, failure):
+        """Every rank's episodes and reward results, in spec order, on every rank. A rank that failed
+        (a reward error, a dead server) makes every rank raise, instead of leaving them waiting."""
+        if not self.parallel.enabled:
+            if failure is not None:
+                raise failure
+            return local, local_results
+        failures = self.parallel.gather([(self.parallel.rank, repr(failure))] if failure is not None else [])
+        if failures:
+            if failure is not None:
+                raise failure
+            rank, message = failures[0]
+            raise RuntimeError(f"rank {rank} failed during rollouts or rewards: {message}")
+        pairs = gather_in_order(self.parallel, list(zip(mine, zip(local, local_results))), total)
+        return [t for t, _ in pairs], [r for _, r in pairs]
 
     def _score(self, task, trajectories):
         from stateset_agents.rewards.batch_rewards import score_trajectories_sync
@@ -229,29 +257,54 @@ class GSPOTrainer:
         rows = rows_from_trajectories(trajectories, advantages) + rows_from_replay(replayed, len(trajectories))
         if not rows:
             return []
-        if self.reference is not None:
-            fill_reference_logprobs(self.policy, rows, attribute="ref_logprobs", context=self.reference,
-                                    pad_token_id=self.agent.tokenizer.pad_token_id)
-        if self.continual.lwf_active:
-            fill_reference_logprobs(self.policy, rows, attribute="teacher_logprobs",
-                                    context=self.continual.teacher.active,
-                                    pad_token_id=self.agent.tokenizer.pad_token_id)
         by_episode: dict[int, list] = {}
         for row in rows:
             by_episode.setdefault(row.episode, []).append(row)
+        minibatches = split_episodes(sorted(by_episode), self.steps_per_iteration, self.update_generator)
+        # this rank's episodes of each minibatch (all of them in one process); an empty share joins the
+        # gradient reduction with the minibatch's first episode at weight 0
+        shares = [self.parallel.share(minibatch) or minibatch[:1] for minibatch in minibatches]
+        my_rows = [row for share in shares for episode in share for row in by_episode[episode]]
+        pad_token_id = self.agent.tokenizer.pad_token_id
+        if self.reference is not None:
+            fill_reference_logprobs(self.policy, my_rows, attribute="ref_logprobs", context=self.reference,
+                                    pad_token_id=pad_token_id)
+        if self.continual.lwf_active:
+            fill_reference_logprobs(self.policy, my_rows, attribute="teacher_logprobs",
+                                    context=self.continual.teacher.active, pad_token_id=pad_token_id)
         self.policy.train()
         step_stats = []
-        for minibatch in split_episodes(sorted(by_episode), self.steps_per_iteration, self.update_generator):
+        for minibatch, share in zip(minibatches, shares):
             micro = [make_micro_batch([r for e in chunk for r in by_episode[e]], self.agent.generator.device)
-                     for chunk in _chunks(minibatch, config.per_device_train_batch_size)]
+                     for chunk in _chunks(share, config.per_device_train_batch_size)]
+            if not self.parallel.share(minibatch):
+                micro[0].num_episodes = 0
             stats = optimizer_step(
-                self.policy, self.optimizer, self.scheduler, micro, self._loss,
-                pad_token_id=self.agent.tokenizer.pad_token_id, max_grad_norm=config.max_grad_norm,
+                self.train_model, self.optimizer, self.scheduler, micro, self._loss,
+                pad_token_id=pad_token_id, max_grad_norm=config.max_grad_norm,
+                total_episodes=len(minibatch), parallel=self.parallel,
             )
             step_stats.append({**stats.values, "skipped": float(stats.skipped_nonfinite),
-                               "lr": self.scheduler.get_last_lr()[0]})
+                               "lr": self.scheduler.get_last_lr()[0],
+                               "episodes": float(sum(mb.num_episodes for mb in micro))})
         self.policy.eval()
-        return step_stats
+        return self._merge_step_stats(step_stats)
+
+    def _merge_step_stats(self, step_stats: list[dict[str, float]]) -> list[dict[str, float]]:
+        """Each step's statistics over all ranks (weighted by their episodes), not rank 0's share."""
+        if not self.parallel.enabled:
+            return step_stats
+        per_rank = [stats for _, stats in sorted(self.parallel.gather([(self.parallel.rank, step_stats)]))]
+        merged = []
+        for steps in zip(*per_rank):
+            weights = [s["episodes"] for s in steps]
+            step = {"skipped": steps[0]["skipped"], "lr": steps[0]["lr"], "episodes": sum(weights)}
+            for key in {k for s in steps for k in s} - set(step):
+                pairs = [(s[key], w) for s, w in zip(steps, weights) if key in s and w > 0]
+                if pairs:
+                    step[key] = reduce_metric(key, [v for v, _ in pairs], [w for _, w in pairs])
+            merged.append(step)
+        return merged
 
     @property
     def policy_version(self) -> int:
@@ -294,7 +347,7 @@ class GSPOTrainer:
             metrics[key] = metrics.get(key, 0) + 1
         if steps:
             metrics["ratio/first_step_mean"] = steps[0].get("ratio/mean", float("nan"))
-            for key in {k for s in steps for k in s} - {"skipped"}:
+            for key in {k for s in steps for k in s} - {"skipped", "episodes"}:
                 values = [s[key] for s in steps if key in s and math.isfinite(s[key])]
                 if values:  # min of minima, max of maxima, sums of counts, means of the rest
                     metrics[key] = reduce_metric(key, values)
@@ -306,16 +359,19 @@ class GSPOTrainer:
         from stateset_agents.runs.report import write_report
 
         config = self.config
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        config.save(self.output_dir)
+        main = self.parallel.is_main
+        if main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.output_dir)
         resumed_from = self._resume() if config.resume else None
         # A crash after logging an iteration but before its checkpoint left lines this run logs
         # again: keep each iteration once (no checkpoint: the earlier partial run's lines all go).
-        dropped = truncate_metrics(self.output_dir, self.iteration_index)
-        with MetricsLogger(self.output_dir, report_to=config.report_to, wandb_project=config.wandb_project,
-                           wandb_run_name=config.wandb_run_name, config=config.model_dump(mode="json"),
-                           total_iterations=config.num_outer_iterations,
-                           start_iteration=self.iteration_index, console_every=config.log_every) as logger:
+        dropped = truncate_metrics(self.output_dir, self.iteration_index) if main else 0
+        logger = MetricsLogger(self.output_dir, report_to=config.report_to, wandb_project=config.wandb_project,
+                               wandb_run_name=config.wandb_run_name, config=config.model_dump(mode="json"),
+                               total_iterations=config.num_outer_iterations, start_iteration=self.iteration_index,
+                               console_every=config.log_every) if main else SilentLogger()
+        with logger:
             if config.resume or dropped:
                 start = (f"resumed from {resumed_from} at iteration {self.iteration_index}" if resumed_from
                          else "started from scratch (no checkpoint to resume from)")
@@ -334,13 +390,16 @@ class GSPOTrainer:
                 if config.save_every and (self.iteration_index % config.save_every == 0
                                           or self.iteration_index == config.num_outer_iterations):
                     self.save_checkpoint()
-        write_report(self.output_dir, title=f"GSPO fine-tuning of {config.model_name}")
+        if main:
+            write_report(self.output_dir, title=f"GSPO fine-tuning of {config.model_name}")
+        self.parallel.barrier()  # no rank returns (and e.g. reads the report) before rank 0 has written
         return TrainingResult(self.output_dir, self.history)
 
     def _eval_metrics(self, task) -> dict[str, float]:
         scenarios = task.eval_scenarios()[: self.config.eval_scenarios]
         summary = evaluate(self.agent, task, scenarios, self.reward_for(task), max_turns=self.config.max_turns,
-                           concurrency=self.config.rollout_concurrency, seed=self.config.seed + 10_000)
+                           concurrency=self.config.rollout_concurrency, seed=self.config.seed + 10_000,
+                           parallel=self.parallel)
         return {"eval/reward_mean": summary["reward_mean"], "eval/reward_std": summary["reward_std"],
                 "eval/success_rate": summary["success_rate"]}
 
@@ -354,12 +413,15 @@ class GSPOTrainer:
             "continual": self.continual.state(),
         }
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | None:
         from stateset_agents.runs.checkpoints import save_checkpoint
 
-        path = save_checkpoint(self.output_dir, self.iteration_index, self.policy, self.optimizer, self.scheduler,
-                               self.trainer_state(), extra_files=self.continual.extra_files())
-        self.log(f"checkpoint: {path}")
+        path = None
+        if self.parallel.is_main:  # every rank holds the same state: rank 0 writes it, the others wait
+            path = save_checkpoint(self.output_dir, self.iteration_index, self.policy, self.optimizer,
+                                   self.scheduler, self.trainer_state(), extra_files=self.continual.extra_files())
+            self.log(f"checkpoint: {path}")
+        self.parallel.barrier()
         return path
 
     def _resume(self) -> Path | None:
