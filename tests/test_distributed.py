@@ -126,3 +126,34 @@ def test_two_processes_killed_then_resumed_end_with_the_uninterrupted_adapter(ti
     for key in expected:
         assert torch.equal(expected[key], resumed[key]), key
     assert [m["iteration"] for m in metrics(interrupted)] == [1, 2]
+
+
+ACCELERATE_CONFIGS = REPO / "configs" / "accelerate"
+
+
+@pytest.mark.parametrize("name,engine", [("fsdp2_8gpu.yaml", "FSDP"), ("zero3_8gpu.yaml", "DEEPSPEED"),
+                                         ("multi_process_cpu.yaml", "MULTI_GPU")])
+def test_shipped_accelerate_configs_parse_as_accelerate_reads_them(name, engine):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ACCELERATE_CONFIGS / name))
+    assert config.distributed_type.value == engine
+    if engine == "FSDP":
+        fsdp = config.fsdp_config
+        assert (fsdp["fsdp_version"], config.mixed_precision, fsdp["fsdp_activation_checkpointing"]) == (2, "bf16", True)
+        import transformers.models.deepseek_v3.modeling_deepseek_v3 as deepseek  # the class it wraps must exist
+
+        assert hasattr(deepseek, fsdp["fsdp_transformer_layer_cls_to_wrap"])
+    if engine == "DEEPSPEED":
+        assert config.deepspeed_config["zero_stage"] == 3 and config.mixed_precision == "bf16"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("variable,engine", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_a_sharded_engine_on_a_machine_without_gpus_is_refused_not_replaced(monkeypatch, variable, engine):
+    """accelerate itself would fall back to plain DDP on CPU; the trainer says so and stops instead."""
+    from stateset_agents.training.distributed import DataParallel
+
+    monkeypatch.setenv(variable, "true")
+    with pytest.raises(RuntimeError, match=f"asks for {engine}.*no CUDA device.*multi_process_cpu.yaml"):
+        DataParallel("cpu")

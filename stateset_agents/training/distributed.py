@@ -42,6 +42,22 @@ def launched_world_size() -> int:
         return 1
 
 
+def sharded_engine_requested() -> str | None:
+    """'FSDP' / 'DeepSpeed' when `accelerate launch` was given such a config (it says so in the environment)."""
+    flag = lambda name: os.environ.get(name, "").lower() in ("1", "true", "yes")  # noqa: E731
+    if flag("ACCELERATE_USE_FSDP"):
+        return f"FSDP{os.environ.get('FSDP_VERSION', '')}"
+    if flag("ACCELERATE_USE_DEEPSPEED"):
+        return "DeepSpeed"
+    return None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 class DataParallel:
     """This process's rank in a data-parallel run, and the few collectives the trainer needs."""
 
@@ -49,6 +65,14 @@ class DataParallel:
         self.accelerator = None
         self.world_size = launched_world_size()
         self.rank = 0
+        sharded = sharded_engine_requested()
+        if sharded and not _cuda_available():
+            # accelerate would quietly fall back to plain DDP on the CPU: refuse instead of training
+            # with a different engine than the config names
+            raise RuntimeError(
+                f"the accelerate config asks for {sharded}, which this trainer runs on GPUs only (bf16, NCCL), and "
+                f"this machine has no CUDA device. On CPU use plain data parallel: accelerate launch --config_file "
+                f"configs/accelerate/multi_process_cpu.yaml ... (or --multi_gpu --num_processes N)")
         if self.world_size > 1:
             import torch
             from accelerate import Accelerator
@@ -62,6 +86,12 @@ class DataParallel:
                     f"({self.accelerator.distributed_type}): launch with `accelerate launch --multi_gpu "
                     f"--num_processes N` (CPU too) or `torchrun --nproc_per_node N`")
             self.rank = self.accelerator.process_index
+
+    def describe(self) -> str:
+        state = self.accelerator.state
+        backend = getattr(state, "backend", None)
+        return (f"{self.world_size} processes, {state.distributed_type.value} on {self.accelerator.device.type}"
+                f"{f' ({backend})' if backend else ''}, groups assigned round-robin, rank 0 writes")
 
     @property
     def enabled(self) -> bool:

@@ -115,6 +115,8 @@ class GSPOTrainer:
         for change in check_run_directory(config):
             log(f"resume: {change} (allowed on resume; recorded in config.yaml)")
         self.parallel.barrier()  # every rank has checked the directory before rank 0 writes into it
+        if self.parallel.enabled:
+            log(f"data parallel: {self.parallel.describe()}")
         self.custom_reward = reward_fn
         seed_everything(config.seed)
         self.agent = agent or Agent(agent_config_for(config, device=self.parallel.device))
