@@ -1,9 +1,11 @@
-"""`stateset-agents` command line: train from flags or a config file, build the tiny model, evaluate.
+"""`stateset-agents` command line: train from flags or a config file, build the tiny model, evaluate, chat.
 
     stateset-agents train --model tiny-kimi-k2.5 --task customer_service --use-lora
     stateset-agents train --config outputs/run/config.yaml --resume
     stateset-agents build-tiny-model
     stateset-agents plan --model moonshotai/Kimi-K2.5 --gpu-memory 141 --gpus-per-node 8
+    stateset-agents eval --model tiny-kimi-k2.5 --adapter outputs/run --task customer_service --json eval.json
+    stateset-agents chat --model tiny-kimi-k2.5 --adapter outputs/run --task customer_service
 """
 
 from __future__ import annotations
@@ -148,9 +150,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stateset_agents.training.plan import add_plan_arguments
 
     add_plan_arguments(commands.add_parser("plan", help="will it fit, and on what? GPUs for training and rollouts"))
+    from stateset_agents.commands import chat_command, eval_command
+
+    eval_command.add_eval_arguments(commands.add_parser(
+        "eval", help="held-out reward, success rate and reward components with 95%% intervals (--against: two "
+                     "policies side by side)", description=eval_command.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
+    chat_command.add_chat_arguments(commands.add_parser(
+        "chat", help="talk to the agent as the customer, with the task's tools live", description=chat_command.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     if args.command == "plan":
         return plan_from_args(args)
+    if args.command == "eval":
+        return eval_command.eval_from_args(args)
+    if args.command == "chat":
+        return chat_command.chat_from_args(args)
     if args.command == "train":
         return train_from_args(args)
     if args.command == "build-tiny-model":

@@ -113,5 +113,9 @@ def test_base_and_warm_keys_are_stable_and_nested():
     assert _base_fingerprint() == _base_fingerprint()
     assert _warm_fingerprint().startswith(_base_fingerprint() + "|")
     assert warm_start.WARM_START_VERSION and f"code:{code_digest(base_sources())}" in _base_fingerprint()
-    # the base model's build code: the model builder and the tokenizer corpus it is given
-    assert base_sources() == [Path(tiny_kimi.__file__), Path(tokenizer_corpus.__file__)]
+    # the base model's build code: the model builder, the tokenizer corpus it is given, and the Kimi
+    # chat format (the tokenizer's template and the corpus's rendering)
+    from stateset_agents.core.formats import kimi, kimi_tools
+
+    assert base_sources() == [Path(tiny_kimi.__file__), Path(tokenizer_corpus.__file__), Path(kimi.__file__),
+                              Path(kimi_tools.__file__)]

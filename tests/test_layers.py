@@ -12,7 +12,8 @@ The layers follow the data path of a training run, lowest first:
     rewards   scoring finished trajectories (they read the environment's goals and users)
     tasks     a scenario set + its environment + its reward, bundled by name (so above rewards)
     training  advantages, losses, the optimizer step, the trainer, checkpoints, metrics, warm start
-    top       what puts it all together: the CLI, the demo, and the embedded model builds
+    top       what puts it all together: the CLI and its subcommands (`commands`: eval, chat), the demo,
+              and the embedded model builds
               (`stateset_agents.embedded`: the model builder + the tasks' tokenizer corpus + the
               warm start), plus the package's own `__init__`
 
@@ -43,7 +44,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("rewards", ("rewards",)),
     ("tasks", ("tasks",)),
     ("training", ("training",)),
-    ("top", ("", "cli", "demo", "embedded", "__main__")),
+    ("top", ("", "cli", "commands", "demo", "embedded", "__main__")),
 )
 
 

@@ -53,11 +53,13 @@ def tasks_digest(tasks_dir: Path | None = None) -> str:
 
 
 def base_sources() -> list[Path]:
-    """The code that builds the base model: the model builder and the tokenizer corpus."""
+    """The code that builds the base model: the model builder, the tokenizer corpus, and the Kimi chat
+    format (its template is the tokenizer's, and it renders the corpus's dialogues)."""
+    from stateset_agents.core.formats import kimi, kimi_tools
     from stateset_agents.embedded import tokenizer_corpus
     from stateset_agents.models import tiny_kimi
 
-    return [Path(tiny_kimi.__file__), Path(tokenizer_corpus.__file__)]
+    return [Path(tiny_kimi.__file__), Path(tokenizer_corpus.__file__), Path(kimi.__file__), Path(kimi_tools.__file__)]
 
 
 def _base_fingerprint() -> str:

@@ -29,6 +29,9 @@ by PEFT's own `get_delta_weight`; the model itself is not modified.
 
 Simplifications: vision weights are not exported (text-only serving); quantized models are
 refused; DoRA and other LoRA variants, and `modules_to_save`, are refused rather than guessed.
+What is exported is the state dict: non-persistent buffers (the rotary embedding's `inv_freq`) are
+not weights; every loader (vLLM, transformers) recomputes them from the config, so a model whose
+`inv_freq` was changed in memory is not what its export serves.
 """
 
 from __future__ import annotations

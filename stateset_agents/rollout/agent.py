@@ -159,6 +159,8 @@ class Agent:
     def sampling(self, **overrides):
         values = dict(max_new_tokens=self.config.max_new_tokens, temperature=self.config.effective_temperature,
                       top_p=self.config.top_p, top_k=self.config.top_k)
+        if self.encoder.image_pad_id is not None:  # the model may not invent an image
+            values["suppress_token_ids"] = (self.encoder.image_pad_id,)
         values.update(overrides)
         return SamplingSettings(**values)
 
@@ -197,7 +199,8 @@ class Agent:
 
     def encode(self, messages: list[dict], tools: list[dict] | None = None):
         messages = self.with_system_prompt(validate_messages(messages))
-        return self.encoder.encode(messages, tools=tools, thinking=self.config.thinking)
+        return self.encoder.encode(messages, tools=tools, thinking=self.config.thinking,
+                                   preserve_thinking=self.config.chat_template_kwargs.get("preserve_thinking"))
 
     def parse(self, completion_ids: list[int]) -> ParsedCompletion:
         text = self.tokenizer.decode(completion_ids, skip_special_tokens=False)

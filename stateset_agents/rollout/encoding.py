@@ -54,8 +54,10 @@ class PromptEncoder:
         unsplit = tuple(token for token in markup if token not in special)
         self._unsplit = token_pattern(unsplit) if unsplit else None
 
-    def encode(self, messages: list[dict], tools: list[dict] | None = None, thinking: bool = True) -> EncodedPrompt:
-        text = self.chat_format.render(mark_text(messages), tools=tools, add_generation_prompt=True, thinking=thinking)
+    def encode(self, messages: list[dict], tools: list[dict] | None = None, thinking: bool = True,
+               preserve_thinking: bool | None = None) -> EncodedPrompt:
+        text = self.chat_format.render(mark_text(messages), tools=tools, add_generation_prompt=True, thinking=thinking,
+                                       preserve_thinking=preserve_thinking)
         ids = self.tokenize_marked(text)
         images = extract_images(messages)
         if not images:

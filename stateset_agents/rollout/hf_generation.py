@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers.generation.logits_process import (
-    LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    LogitsProcessor, LogitsProcessorList, SuppressTokensLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
+    TopPLogitsWarper,
 )
 
 from stateset_agents.rollout.encoding import EncodedPrompt, image_inputs, left_padded_batch
@@ -37,6 +38,9 @@ class SamplingSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    # ids the model must never emit (the image placeholder: a sampled one would claim image features that
+    # do not exist when the turn is scored); masked before anything else, greedy included
+    suppress_token_ids: tuple[int, ...] = ()
 
     @property
     def logprob_temperature(self) -> float:
@@ -68,9 +72,15 @@ class SeededDraw(LogitsProcessor):
         return out
 
 
-def sampling_processors(sampling: "SamplingSettings", seeds: list[int]) -> LogitsProcessorList:
-    """temperature -> top-k -> top-p (transformers' own warpers, generate's order) -> the seeded draw."""
-    processors = LogitsProcessorList([TemperatureLogitsWarper(sampling.temperature)])
+def sampling_processors(sampling: "SamplingSettings", seeds: list[int] | None, device) -> LogitsProcessorList:
+    """suppressed ids -> temperature -> top-k -> top-p (transformers' own processors, generate's order) ->
+    the seeded draw; without seeds (greedy) only the suppression."""
+    processors = LogitsProcessorList()
+    if sampling.suppress_token_ids:
+        processors.append(SuppressTokensLogitsProcessor(list(sampling.suppress_token_ids), device=device))
+    if seeds is None:
+        return processors
+    processors.append(TemperatureLogitsWarper(sampling.temperature))
     if sampling.top_k and sampling.top_k > 0:
         processors.append(TopKLogitsWarper(sampling.top_k))
     if sampling.top_p < 1.0:
@@ -114,7 +124,8 @@ class HFGenerator:
         batch = left_padded_batch([p.input_ids for p in prompts], self.pad_token_id, self.device)
         batch.pop("position_ids")  # generate derives the same positions from the attention mask
         batch.update(image_inputs(prompts, self.device, self.dtype))
-        processors = sampling_processors(sampling, request_seeds(seeds, len(prompts))) if sampling.temperature > 0 else None
+        seeds = request_seeds(seeds, len(prompts)) if sampling.temperature > 0 else None  # None: greedy
+        processors = sampling_processors(sampling, seeds, self.device)
         with sampling_weights(self.model):  # LoRA folded into the weights once per call, not per decode step
             output = self.model.generate(
                 **batch,

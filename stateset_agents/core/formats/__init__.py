@@ -1,6 +1,7 @@
 """Chat formats: turn messages into prompt text, and sampled completion text into its parts.
 
 - `kimi`: Kimi-K2.5's format (`KimiChatFormat`, and `KIMI_CHAT_TEMPLATE` for tokenizers);
+- `kimi_tools`: Kimi-K2.5's TypeScript-style tool declaration (`encode_tools_typescript`);
 - `generic`: any tokenizer's own template (`GenericChatFormat`);
 - `hermes`: the one parser of Hermes/Qwen-style JSON tool calls (tagged or bare);
 - `parsing`: what the formats' parsers share (end of turn, think block, finite JSON);
@@ -18,6 +19,7 @@ from typing import Any
 from stateset_agents.core.formats.base import REASONING_KEYS, ChatFormat, message_reasoning
 from stateset_agents.core.formats.generic import GenericChatFormat
 from stateset_agents.core.formats.kimi import IM_MIDDLE, KIMI_CHAT_TEMPLATE, KimiChatFormat
+from stateset_agents.core.formats.kimi_tools import deep_sort, encode_tools_typescript
 from stateset_agents.core.formats.parsing import load_json, parse_completion, token_pattern
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "ChatFormat",
     "GenericChatFormat",
     "KimiChatFormat",
+    "deep_sort",
+    "encode_tools_typescript",
     "get_chat_format",
     "load_json",
     "message_reasoning",

@@ -25,6 +25,7 @@ class ChatFormat(Protocol):
         tools: list[dict[str, Any]] | None = None,
         add_generation_prompt: bool = True,
         thinking: bool = True,
+        preserve_thinking: bool | None = None,
     ) -> str: ...
 
     def generation_prompt(self, thinking: bool = True) -> str: ...

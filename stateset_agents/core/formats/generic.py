@@ -30,9 +30,12 @@ class GenericChatFormat:
         tools: list[dict[str, Any]] | None = None,
         add_generation_prompt: bool = True,
         thinking: bool = True,
+        preserve_thinking: bool | None = None,
     ) -> str:
         """The tokenizer's ``apply_chat_template(..., tokenize=False)``; `thinking` is passed both
-        as ``thinking`` and as ``enable_thinking`` (Qwen3)."""
+        as ``thinking`` and as ``enable_thinking`` (Qwen3); `preserve_thinking` (Kimi, Qwen3.6)
+        only when given, so that None leaves the template's own default (Qwen3.8's is true)."""
+        options = {} if preserve_thinking is None else {"preserve_thinking": preserve_thinking}
         return self.tokenizer.apply_chat_template(
             validate_messages(messages),
             tools=tools or None,
@@ -40,6 +43,7 @@ class GenericChatFormat:
             add_generation_prompt=add_generation_prompt,
             thinking=thinking,
             enable_thinking=thinking,
+            **options,
         )
 
     def generation_prompt(self, thinking: bool = True) -> str:
@@ -81,7 +85,6 @@ def _markup_tokens(tokenizer: Any) -> list[str]:
 
 def _split_generic_tool_calls(text: str, errors: list[str]) -> tuple[str, list[ToolCall]]:
     content, sections = split_sections(text, TOOL_CALL_OPEN, TOOL_CALL_CLOSE, errors)
-    return content, [_parse_generic_call(body, index, errors) for index, body in enumerate(sections)]
     return content, [_parse_generic_call(body, index, errors) for index, body in enumerate(sections)]
 
 

@@ -1,6 +1,31 @@
 """Kimi-K2.5's chat format: `KimiChatFormat` renders and parses it in plain Python;
 `KIMI_CHAT_TEMPLATE` is the same format as a jinja chat template for a Hugging Face tokenizer (the
-two are golden-tested to render identically)."""
+two are golden-tested to render identically).
+
+What the checkpoint renders (``chat_template.jinja`` with the wrapper in ``tokenization_kimi.py``;
+tinker-cookbook's ``renderers/kimi_k25.py`` + ``kimi_k2.py`` reproduce it and are tested against it):
+
+- tools: ``<|im_system|>tool_declare<|im_middle|>{TypeScript declaration}<|im_end|>`` first
+  (`core.formats.kimi_tools`), then the default system prompt when the conversation has none;
+- turns: ``<|im_system|>system``, ``<|im_user|>user``, ``<|im_assistant|>assistant``, each
+  ``<|im_middle|>...<|im_end|>``; a tool result is ``<|im_system|>{name or "tool"}<|im_middle|>``
+  ``## Return of {tool_call_id}\n{content}<|im_end|>``; an image part is
+  ``<|media_begin|>image<|media_content|><|media_pad|><|media_end|>`` and a newline;
+- assistant turns: ``<think>{reasoning}</think>{content}[tool-call section]<|im_end|>``. The
+  template splits the conversation after the last assistant message *without* tool calls: that
+  message and everything before it are history, whose reasoning is emptied (``<think></think>``);
+  assistant messages after it (the tool-calling turns of the turn in progress) keep theirs, unless
+  ``thinking`` is false. ``preserve_thinking=True`` keeps every message's reasoning (the K2.6
+  template's flag; tinker-cookbook's ``strip_thinking_from_history=False``); our reading is that
+  it also wins over ``thinking=False``, as OpenPipe ART's patch of the K2.5 template does. So a
+  finished conversation re-rendered without a generation prompt loses its last answer's reasoning
+  (the checkpoint does this too): training data is built per turn, never by re-rendering.
+- generation prompt: ``<|im_assistant|>assistant<|im_middle|><think>`` with thinking, else
+  ``...<think></think>``.
+
+Our reading where the published sources leave it open: the JSON fallback for tools the TypeScript
+encoder rejects is compact (``separators=(",", ":")``, non-ASCII kept).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +35,7 @@ from typing import Any
 
 from stateset_agents.core.completion import ParsedCompletion, ToolCall
 from stateset_agents.core.formats.base import message_reasoning
+from stateset_agents.core.formats.kimi_tools import KIMI_TOOLS_JINJA, deep_sort, tool_declaration
 from stateset_agents.core.formats.parsing import (
     THINK_CLOSE,
     THINK_OPEN,
@@ -31,30 +57,35 @@ TOOL_CALL_END = "<|tool_call_end|>"
 MEDIA_BEGIN, MEDIA_CONTENT = "<|media_begin|>", "<|media_content|>"
 MEDIA_PAD, MEDIA_END = "<|media_pad|>", "<|media_end|>"
 KIMI_DEFAULT_SYSTEM_PROMPT = "You are Kimi, an AI assistant created by Moonshot AI."
-KIMI_IMAGE_PLACEHOLDER = f"{MEDIA_BEGIN}image{MEDIA_CONTENT}{MEDIA_PAD}{MEDIA_END}"
+KIMI_IMAGE_PLACEHOLDER = f"{MEDIA_BEGIN}image{MEDIA_CONTENT}{MEDIA_PAD}{MEDIA_END}\n"
 
-KIMI_CHAT_TEMPLATE = r"""
+KIMI_CHAT_TEMPLATE = KIMI_TOOLS_JINJA + r"""
 {%- macro render_content(content) -%}
   {%- if content is string -%}{{ content }}
   {%- elif content is iterable and content is not mapping -%}
     {%- for part in content -%}
       {%- if part['type'] == 'text' -%}{{ part['text'] }}
       {%- elif part['type'] in ['image', 'image_url'] -%}
-<|media_begin|>image<|media_content|><|media_pad|><|media_end|>
+        {{- '<|media_begin|>image<|media_content|><|media_pad|><|media_end|>\n' -}}
       {%- endif -%}
     {%- endfor -%}
   {%- endif -%}
 {%- endmacro -%}
 {%- set thinking = thinking if thinking is defined else true -%}
+{%- set preserve_thinking = preserve_thinking if preserve_thinking is defined else false -%}
 {%- if tools -%}
-<|im_system|>tool_declare<|im_middle|>{{ tools | tojson(separators=(',', ':')) }}<|im_end|>
+<|im_system|>tool_declare<|im_middle|>
+  {%- if tools_ts_str is defined and tools_ts_str -%}{{ tools_ts_str }}
+  {%- else -%}{{ ts_declaration(tools) }}
+  {%- endif -%}
+<|im_end|>
 {%- endif -%}
 {%- if not messages or messages[0]['role'] != 'system' -%}
 <|im_system|>system<|im_middle|>You are Kimi, an AI assistant created by Moonshot AI.<|im_end|>
 {%- endif -%}
-{%- set ns = namespace(last_user=-1) -%}
+{%- set ns = namespace(last_answer=-1) -%}
 {%- for message in messages -%}
-  {%- if message['role'] == 'user' -%}{%- set ns.last_user = loop.index0 -%}{%- endif -%}
+  {%- if message['role'] == 'assistant' and not message['tool_calls'] -%}{%- set ns.last_answer = loop.index0 -%}{%- endif -%}
 {%- endfor -%}
 {%- for message in messages -%}
   {%- if message['role'] == 'system' -%}
@@ -63,7 +94,7 @@ KIMI_CHAT_TEMPLATE = r"""
 <|im_user|>user<|im_middle|>{{ render_content(message['content']) }}<|im_end|>
   {%- elif message['role'] == 'assistant' -%}
 <|im_assistant|>assistant<|im_middle|><think>
-    {%- if loop.index0 > ns.last_user and message['reasoning_content'] is string -%}
+    {%- if message['reasoning_content'] is string and (preserve_thinking or (thinking and loop.index0 > ns.last_answer)) -%}
       {{ message['reasoning_content'] }}
     {%- endif -%}
 </think>{{ render_content(message['content']) }}
@@ -91,11 +122,15 @@ KIMI_CHAT_TEMPLATE = r"""
 <|im_assistant|>assistant<|im_middle|>{%- if thinking -%}<think>{%- else -%}<think></think>{%- endif -%}
 {%- endif -%}
 """
-"""Kimi-K2.5's chat format as a jinja template (``tokenizer.chat_template``); template variables:
-``tools``, ``add_generation_prompt`` and ``thinking`` (default true)."""
+"""Kimi-K2.5's chat format as a jinja template (``tokenizer.chat_template``). Variables: ``tools``,
+``tools_ts_str`` (used as the tool declaration when given, as the checkpoint's template does),
+``add_generation_prompt``, ``thinking`` (default true) and ``preserve_thinking`` (default false).
+Without ``tools_ts_str`` the template writes the TypeScript declaration itself (`KIMI_TOOLS_JINJA`),
+so a tokenizer without the checkpoint's remote code renders what the checkpoint renders."""
 
 class KimiChatFormat:
-    """Kimi-K2.5's chat format: rendering (identical to `KIMI_CHAT_TEMPLATE`) and parsing."""
+    """Kimi-K2.5's chat format: rendering (identical to `KIMI_CHAT_TEMPLATE`) and parsing.
+    `preserve_thinking`: the default for `render` (the checkpoint's default is False)."""
 
     end_of_turn_token = IM_END
     special_tokens = [
@@ -105,31 +140,39 @@ class KimiChatFormat:
     ]  # fmt: skip
     chat_template = KIMI_CHAT_TEMPLATE
 
+    def __init__(self, preserve_thinking: bool = False) -> None:
+        self.preserve_thinking = preserve_thinking
+
     def render(
         self,
         messages: Sequence[Mapping[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         add_generation_prompt: bool = True,
         thinking: bool = True,
+        preserve_thinking: bool | None = None,
     ) -> str:
-        """The prompt text for `messages` (validated first), exactly as the jinja template."""
+        """The prompt text for `messages` (validated first), exactly as the jinja template (and the
+        checkpoint's tokenizer) renders it. `preserve_thinking` None: the format's default."""
         messages = validate_messages(messages)
+        preserve = self.preserve_thinking if preserve_thinking is None else preserve_thinking
         pieces = []
         if tools:
-            declared = json.dumps(tools, ensure_ascii=False, separators=(",", ":"))
-            pieces.append(_turn(IM_SYSTEM, "tool_declare", declared))
+            pieces.append(_turn(IM_SYSTEM, "tool_declare", tool_declaration(deep_sort(tools))))
         if messages[0]["role"] != "system":
             pieces.append(_turn(IM_SYSTEM, "system", KIMI_DEFAULT_SYSTEM_PROMPT))
-        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+        last_answer = max(
+            (i for i, m in enumerate(messages) if m["role"] == "assistant" and not m.get("tool_calls")), default=-1
+        )
         for index, message in enumerate(messages):
-            pieces.append(self.render_message(message, current_turn=index > last_user))
+            keep = preserve or (thinking and index > last_answer)
+            pieces.append(self.render_message(message, current_turn=keep))
         if add_generation_prompt:
             pieces.append(self.generation_prompt(thinking))
         return "".join(pieces)
 
     def render_message(self, message: Mapping[str, Any], current_turn: bool = True) -> str:
-        """One message as a full turn. `current_turn`: an assistant message after the last user
-        message, whose reasoning is kept (earlier ones get an empty think block)."""
+        """One message as a full turn. `current_turn`: an assistant message whose reasoning is kept
+        (one after the last answer without tool calls; history gets an empty think block)."""
         role = message["role"]
         if role == "system":
             return _turn(IM_SYSTEM, "system", _render_content(message))
