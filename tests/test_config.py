@@ -115,12 +115,18 @@ def test_unknown_continual_strategy_lists_the_valid_ones():
     assert all(f"'{name}'" in str(info.value) for name in CONTINUAL_STRATEGIES)
 
 
-def test_vllm_needs_a_server_url_when_vllm_is_not_installed():
-    if importlib.util.find_spec("vllm") is not None:
-        pytest.skip("vllm is installed here")
-    with pytest.raises(ValidationError, match="use_vllm=True needs vllm_base_url.*http://localhost:8000/v1"):
-        TrainingConfig(use_vllm=True)
-    assert TrainingConfig(use_vllm=True, vllm_base_url="http://localhost:8000/v1").use_vllm
+def test_vllm_settings_are_checked_and_say_what_to_change():
+    assert TrainingConfig(use_vllm=True).vllm_base_url is None  # a managed server
+    urls = ["http://127.0.0.1:8000", "http://127.0.0.1:8001"]
+    assert TrainingConfig(use_vllm=True, vllm_base_url=urls).vllm_base_url == urls
+    with pytest.raises(ValidationError, match="'ftp://x' should match pattern"):
+        TrainingConfig(vllm_base_url=["http://a:1", "ftp://x"])
+    with pytest.raises(ValidationError, match="empty list"):
+        TrainingConfig(vllm_base_url=[])
+    with pytest.raises(ValidationError, match="vllm_sync='reload' reloads the managed server"):
+        TrainingConfig(use_vllm=True, vllm_base_url="http://a:1", vllm_sync="reload")
+    with pytest.raises(ValidationError, match="greater than 0"):
+        TrainingConfig(importance_weight_cap=0)
 
 
 def test_batch_geometry_derives_the_number_of_optimizer_steps():

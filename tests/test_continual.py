@@ -154,11 +154,11 @@ class Recording(GSPOTrainer):
 
     def _update(self, trajectories, advantages, replayed=()):
         call = {"fresh": len(trajectories), "replayed": list(replayed), "teacher_before": _adapter(self, "teacher")}
-        call["steps"] = super()._update(trajectories, advantages, replayed)
+        call["steps"], mismatch = super()._update(trajectories, advantages, replayed)
         call["teacher_after"] = _adapter(self, "teacher")
         call["default_after"] = _adapter(self, "default")
         self.calls.append(call)
-        return call["steps"]
+        return call["steps"], mismatch
 
 
 @pytest.fixture(scope="module")

@@ -109,10 +109,25 @@ def test_reference_kl_uses_the_adapter_disabled_model(tmp_path):
     assert sum(1 for m in trainer.policy.modules() if type(m).__name__.startswith("Kimi_K25ForConditional")) == 1
 
 
-def test_use_vllm_is_refused_with_a_clear_message_instead_of_silently_ignored(tmp_path):
-    config = tiny_config(tmp_path, use_vllm=True, vllm_base_url="http://localhost:8000/v1")
-    with pytest.raises(NotImplementedError, match="use_vllm=True.*set use_vllm=False"):
-        GSPOTrainer(config)
+def test_use_vllm_with_an_unreachable_server_fails_at_start_naming_the_url(tmp_path):
+    from stateset_agents.rollout.vllm_client import VLLMUnreachableError
+    from stateset_agents.rollout.vllm_server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(VLLMUnreachableError, match=url.replace(".", r"\.")):
+        GSPOTrainer(tiny_config(tmp_path, use_vllm=True, vllm_base_url=url))
+
+
+def test_recomputed_old_logprobs_log_the_mismatch_and_start_the_ratio_at_one(tmp_path):
+    """recompute_old_logprobs with the HF sampler: π_old from a separate forward equals the sampler's
+    log-probs (invariant 1), so the mismatch is ~0 and every importance weight is ~1."""
+    trainer = GSPOTrainer(tiny_config(tmp_path, num_outer_iterations=1, recompute_old_logprobs=True),
+                          reward_fn=LengthReward())
+    metrics = trainer.iteration(0)
+    assert metrics["mismatch/logprob_abs_diff"] < 1e-4 and 0 <= metrics["mismatch/k3_kl"] < 1e-6
+    assert metrics["tis/weight_min"] == pytest.approx(1.0, abs=1e-3)
+    assert metrics["tis/weight_max"] == pytest.approx(1.0, abs=1e-3)
+    assert metrics["ratio/first_step_mean"] == pytest.approx(1.0, abs=1e-5)
 
 
 # 4 small iterations, checkpointed after 2 and 4: iteration 3 is logged but saved nowhere while 4 runs
@@ -268,8 +283,8 @@ class StepRecording(GSPOTrainer):
         return loss, stats
 
     def _update(self, *args):
-        self.steps = super()._update(*args)
-        return self.steps
+        self.steps, mismatch = super()._update(*args)
+        return self.steps, mismatch
 
 
 def test_micro_batch_and_step_statistics_reduce_to_extremes_and_counts(tmp_path):

@@ -103,6 +103,7 @@ class Agent:
         self._loaded = loaded
         self._encoder = None
         self._generator = None
+        self._backend = None  # another rollout backend (rollout/backend.py), e.g. a vLLM client
 
     # -- loading -------------------------------------------------------------------------
     def load(self) -> "Agent":
@@ -146,8 +147,14 @@ class Agent:
             self._encoder = PromptEncoder(self.tokenizer, self.chat_format, self.loaded.image_settings)
         return self._encoder
 
+    def use_backend(self, backend) -> None:
+        """Sample with `backend` (a `RolloutBackend`) instead of transformers.generate on `model`."""
+        self._backend = backend
+
     @property
     def generator(self):
+        if self._backend is not None:
+            return self._backend
         if self._generator is None:
             self._generator = HFGenerator(self.model, self.tokenizer.pad_token_id, self.stop_token_ids)
         return self._generator
@@ -170,6 +177,9 @@ class Agent:
         if self.config.max_prompt_tokens is not None:
             return self.config.max_prompt_tokens
         positions = _max_positions(self.model)
+        served = getattr(self._backend, "max_model_len", None)  # a server's own context limit, when smaller
+        if served is not None:
+            positions = served if positions is None else min(positions, served)
         return None if positions is None else positions - (max_new_tokens or self.config.max_new_tokens)
 
     def check_prompt_lengths(self, prompts: list, max_new_tokens: int | None = None) -> None:

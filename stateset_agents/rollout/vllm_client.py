@@ -91,6 +91,8 @@ def completion_body(model: str, prompt_ids: list[int], sampling: SamplingSetting
         min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
         seed=seed, stop_token_ids=list(stop_token_ids), ignore_eos=True, skip_special_tokens=False,
         logprobs=0, return_token_ids=True, return_tokens_as_token_ids=True, n=1, stream=False,
+        # ids the model must never emit (the image placeholder): OpenAI's strongest bias, as HF's suppression
+        **({"logit_bias": {str(t): -100 for t in sampling.suppress_token_ids}} if sampling.suppress_token_ids else {}),
     )
 
 

@@ -100,6 +100,21 @@ METRIC_DOCS: dict[str, str] = {
     "time/update": "Wall-clock seconds in policy updates (forward, backward, optimizer).",
     "time/iteration": "Wall-clock seconds for the whole iteration (rollout + reward + update + "
                       "logging/checkpoint overhead).",
+    # --- a separate sampling engine (use_vllm)
+    "mismatch/logprob_abs_diff": "Mean |log mu - log pi_old| per sampled token between the sampling engine "
+                                 "(vLLM) and the trainer's recomputed pi_old, before the update: how far "
+                                 "the engine's numbers are from the trainer's.",
+    "mismatch/k3_kl": "k3 estimate of KL(mu || pi_old) per sampled token (r = pi_old/mu: r - 1 - log r), "
+                      "with samples from the engine mu.",
+    "tis/weight_mean": "Mean truncated importance weight min(pi_old/mu, C) applied to the policy term "
+                       "(per sequence for GSPO, per token for GRPO), averaged over optimizer steps.",
+    "tis/weight_min": "Smallest truncated importance weight in the iteration.",
+    "tis/weight_max": "Largest truncated importance weight in the iteration (C when the cap acted).",
+    "rollout/stale_episodes": "Episodes of the iteration sampled by weights older than the policy being "
+                              "trained (e.g. vllm_sync='none'); trained off-policy through pi_old and the "
+                              "importance weight, never as on-policy.",
+    "time/weight_sync": "Wall-clock seconds making the sampling engine use the updated policy (export and "
+                        "reload, or adapter load).",
     # --- evaluation
     "eval/reward_mean": "Mean total reward on the held-out evaluation scenarios.",
     "eval/reward_std": "Standard deviation of the total reward on the evaluation scenarios.",
@@ -116,6 +131,13 @@ METRIC_DOCS: dict[str, str] = {
 # is in every iteration's record; tests/test_metrics.py runs iterations that log all of them.
 METRIC_CONDITIONS: dict[str, str] = {
     "loss/kl_ref": "kl_beta > 0",
+    "mismatch/logprob_abs_diff": "use_vllm (or recompute_old_logprobs)",
+    "mismatch/k3_kl": "use_vllm (or recompute_old_logprobs)",
+    "tis/weight_mean": "use_vllm (or recompute_old_logprobs)",
+    "tis/weight_min": "use_vllm (or recompute_old_logprobs)",
+    "tis/weight_max": "use_vllm (or recompute_old_logprobs)",
+    "rollout/stale_episodes": "use_vllm",
+    "time/weight_sync": "use_vllm",
     "kl/ref": "kl_beta > 0",
     "loss/kl_teacher": "continual_strategy with lwf, from the second task on",
     "continual/kl_teacher": "continual_strategy with lwf, from the second task on",
@@ -131,6 +153,7 @@ METRIC_CONDITIONS: dict[str, str] = {
 # iteration: extremes stay extremes, counts add up; every other key is a (weighted) mean.
 METRIC_REDUCTIONS: dict[str, str] = {
     "ratio/min": "min", "ratio/max": "max", "tokens/trained": "sum", "episodes/trained": "sum",
+    "tis/weight_min": "min", "tis/weight_max": "max",
 }
 
 

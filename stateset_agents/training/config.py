@@ -19,7 +19,6 @@ TRL's `steps_per_generation`).
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -132,9 +131,25 @@ class TrainingConfig(BaseModel):
         "episode that would exceed it ends with end reason context_limit. None = the model's maximum length "
         "(max_position_embeddings) minus max_new_tokens."))
     rollout_concurrency: int = Field(8, ge=1, description="Episodes generated concurrently (batched).")
-    use_vllm: bool = Field(False, description="Generate rollouts with vLLM instead of transformers.generate.")
-    vllm_base_url: str | None = Field(None, pattern=r"^https?://", description=(
-        "OpenAI-compatible server for rollouts, e.g. http://localhost:8000/v1 (vllm serve / sglang)."))
+    use_vllm: bool = Field(False, description=(
+        "Generate rollouts with vLLM (rollout/vllm_engine.py) instead of transformers.generate: token ids in "
+        "and out, π_old recomputed by the trainer, a truncated importance weight for the sampler mismatch."))
+    vllm_base_url: str | list[str] | None = Field(None, description=(
+        "Running vLLM server(s) for rollouts, e.g. http://localhost:8000 (requests spread over a list). None with "
+        "use_vllm: the trainer starts and stops its own server on loopback (needs `make vllm-env`)."))
+    vllm_sync: Literal["auto", "reload", "lora", "none"] = Field("auto", description=(
+        "How the server gets each update: reload (merged weights reloaded in place; the managed server), lora "
+        "(the adapter loaded at runtime under a new name per version; external GPU servers started with "
+        "--enable-lora), none (never: samples go stale and are counted). auto: reload when managed, else lora."))
+    vllm_max_model_len: int = Field(4096, ge=64, description="Context length of the managed vLLM server.")
+    recompute_old_logprobs: bool | None = Field(None, description=(
+        "Score π_old with the trainer's own forward before the update instead of using the sampler's "
+        "log-probs. None = on with vLLM (its kernels differ from the trainer's), off with transformers (the "
+        "sampler is the trainer: exact, tests/test_generation_exactness.py)."))
+    importance_weight_cap: float = Field(2.0, gt=0, description=(
+        "C of the truncated importance weight min(π_old/μ, C) applied when the sampler is another engine "
+        "(Yao et al. 2025, 'Your efficient RL framework secretly brings you off-policy RL training'; verl's "
+        "TIS). Caps the variance that rare large ratios would add; 2 is verl's default."))
 
     # --- continual learning ----------------------------------------------------------------------
     continual_strategy: Literal["none", "replay", "lwf", "replay_lwf"] = Field("none", description=(
@@ -421,13 +436,15 @@ def _check_lora(config: TrainingConfig) -> None:
 
 
 def _check_vllm(config: TrainingConfig) -> None:
-    if config.use_vllm and not config.vllm_base_url and importlib.util.find_spec("vllm") is None:
-        raise ValueError(
-            "use_vllm=True needs vllm_base_url, an OpenAI-compatible server started with e.g. "
-            "`vllm serve moonshotai/Kimi-K2.5 --trust-remote-code --tool-call-parser kimi_k2 "
-            "--reasoning-parser kimi_k2 --tensor-parallel-size 8` -> vllm_base_url='http://localhost:8000/v1' "
-            "(vllm is not installed here, so it cannot run in-process)."
-        )
+    urls = [config.vllm_base_url] if isinstance(config.vllm_base_url, str) else list(config.vllm_base_url or [])
+    bad = [url for url in urls if not url.startswith(("http://", "https://"))]
+    if bad:
+        raise ValueError(f"vllm_base_url {bad[0]!r} should match pattern '^https?://' (e.g. http://localhost:8000)")
+    if config.vllm_base_url is not None and not urls:
+        raise ValueError("vllm_base_url is an empty list: give one URL or more, or leave it unset for a managed server")
+    if config.vllm_sync == "reload" and urls:
+        raise ValueError("vllm_sync='reload' reloads the managed server's weights: leave vllm_base_url unset, or use "
+                         "vllm_sync='lora' (runtime adapters on a server started with --enable-lora)")
 
 
 def _check_continual(config: TrainingConfig) -> None:

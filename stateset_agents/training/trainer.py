@@ -53,6 +53,8 @@ METRIC_NAMES = {
     "loss_policy": "loss/policy", "kl": "kl/ref", "loss_kl_ref": "loss/kl_ref",
     "kl_teacher": "continual/kl_teacher", "loss_kl_teacher": "loss/kl_teacher", "loss_total": "loss/total",
     "num_tokens": "tokens/trained", "num_sequences": "episodes/trained",
+    "importance_weight_mean": "tis/weight_mean", "importance_weight_min": "tis/weight_min",
+    "importance_weight_max": "tis/weight_max",
 }
 
 
@@ -99,13 +101,6 @@ class GSPOTrainer:
     def __init__(self, config, *, agent: Agent | None = None, reward_fn=None, log: Callable[[str], None] = print):
         from stateset_agents.tasks.registry import get_task
 
-        if config.use_vllm:
-            # refuse rather than silently sampling with transformers while the user believes vLLM runs
-            raise NotImplementedError(
-                "use_vllm=True: the vLLM rollout backend is not implemented yet (it needs adapter syncing to the "
-                "server and a re-scoring pass, since vLLM's logprobs are not the trainer's). Rollouts run with "
-                "transformers.generate, batched across all live conversations: set use_vllm=False and raise "
-                "rollout_concurrency for speed.")
         self.config = config
         self.parallel = DataParallel(config.device)  # one process unless launched by accelerate/torchrun
         self.log = log = log if self.parallel.is_main else (lambda message: None)
@@ -125,12 +120,41 @@ class GSPOTrainer:
         self.reference = reference_context(self.policy, config, log) if config.kl_beta > 0 else None
         self.optimizer, make_scheduler = build_optimizer(self.policy, config)
         self.train_model = self.parallel.wrap(self.policy)  # what the backward runs through (DDP when distributed)
+        self.rollout_engine = self._start_vllm() if config.use_vllm else None
+        # π_old from the trainer's forward when another engine samples (its kernels differ from ours)
+        self.recompute_old_logprobs = (config.recompute_old_logprobs if config.recompute_old_logprobs is not None
+                                       else config.use_vllm)
         self.scheduler = make_scheduler(config.num_outer_iterations * self.steps_per_iteration)
         self.continual = ContinualLearner(config, self.policy, log)  # replay buffer / LwF teacher (or nothing)
         self.samplers = [ScenarioSampler(t.train_scenarios(), config.seed + i) for i, t in enumerate(self.tasks)]
         self.iteration_index = 0
         self.history: list[dict[str, Any]] = []
         self.update_generator = torch.Generator().manual_seed(config.seed)
+
+    def _start_vllm(self):
+        """The vLLM rollout engine (rollout/vllm_engine.py); the agent samples through its client."""
+        from stateset_agents.rollout.vllm_engine import VLLMRolloutEngine
+
+        config = self.config
+        urls = [config.vllm_base_url] if isinstance(config.vllm_base_url, str) else config.vllm_base_url
+        if self.parallel.enabled and not urls:
+            raise ValueError("use_vllm under several processes needs running servers (vllm_base_url): a managed "
+                             "server per rank would each hold the whole model")
+        engine = VLLMRolloutEngine(self.policy, self.agent.tokenizer, self.agent.stop_token_ids,
+                                   output_dir=self.output_dir, base_urls=urls, sync=config.vllm_sync,
+                                   concurrency=config.rollout_concurrency, max_model_len=config.vllm_max_model_len,
+                                   log=self.log)
+        engine.version = self.policy_version
+        self.agent.use_backend(engine.generator)
+        return engine
+
+    def _sync_rollout_weights(self) -> float:
+        """After an update (or a resume): the engine samples with the current policy; returns seconds."""
+        if self.rollout_engine is None:
+            return 0.0
+        seconds = self.rollout_engine.sync(self.policy, self.policy_version, write=self.parallel.is_main)
+        self.parallel.barrier()  # no rank samples before rank 0 has pushed the weights
+        return seconds
 
     # -- schedule ------------------------------------------------------------------------
     @property
@@ -165,9 +189,10 @@ class GSPOTrainer:
         try:
             local, _ = run_episodes(self.agent, [specs[i] for i in mine], max_turns=config.max_turns,
                                     concurrency=config.rollout_concurrency)
-            for trajectory in local:  # the sampler is this policy: its version is the trainer's step count
+            sampler_version = self.rollout_engine.version if self.rollout_engine else self.policy_version
+            for trajectory in local:  # the optimizer steps the sampling weights had taken
                 for turn in trajectory.turns:
-                    turn.policy_version = self.policy_version
+                    turn.policy_version = sampler_version
             rollout_seconds = time.perf_counter() - started
             local_results = self._score(task, local)
         except Exception as error:  # noqa: BLE001 - re-raised below, on every rank, after the others hear of it
@@ -175,15 +200,22 @@ class GSPOTrainer:
         reward_seconds = time.perf_counter() - started - rollout_seconds
         trajectories, results = self._gather_episodes(mine, local, local_results, len(specs), failure)
         completion_tokens = sum(t.num_completion_tokens for t in trajectories)
+        # sampled by older weights than the policy about to be updated: off-policy, and counted
+        stale = sum(any(turn.policy_version != self.policy_version for turn in t.turns) for t in trajectories)
         update_started = time.perf_counter()
         kept = [(t, r) for t, r in zip(trajectories, results) if r is not None]
         kept, advantages, advantage_stats = self._advantages(kept, task)
         replayed = self.continual.replay(len(kept), task.name)  # earlier tasks' episodes, off-policy
-        update_stats = self._update([t for t, _ in kept], advantages, replayed)
+        update_stats, mismatch = self._update([t for t, _ in kept], advantages, replayed)
         self.continual.record([t for t, _ in kept], advantages, task.name)
         update_seconds = time.perf_counter() - update_started
+        sync_seconds = self._sync_rollout_weights()
         metrics = self._iteration_metrics(iteration, task.name, trajectories, results, advantage_stats, update_stats)
         metrics.update(self.continual.metrics(len(kept), len(replayed)))
+        metrics.update(mismatch)
+        if self.rollout_engine is not None:
+            metrics["time/weight_sync"] = sync_seconds
+            metrics["rollout/stale_episodes"] = stale
         metrics.update({
             "tokens/completion": completion_tokens,
             "tokens/per_second": completion_tokens / max(rollout_seconds, 1e-9),
@@ -253,12 +285,13 @@ class GSPOTrainer:
         stats = {"groups": len(set(groups)), "zero_variance_groups": result.num_zero_variance_groups}
         return kept, advantages, stats
 
-    def _update(self, trajectories, advantages: list[float], replayed=()) -> list[dict[str, float]]:
-        """Several optimizer steps over the rollout batch (+ replayed episodes); returns each step's statistics."""
+    def _update(self, trajectories, advantages: list[float], replayed=()) -> tuple[list[dict[str, float]], dict]:
+        """Several optimizer steps over the rollout batch (+ replayed episodes); returns each step's
+        statistics and the sampler/trainer mismatch (empty unless π_old is recomputed)."""
         config = self.config
         rows = rows_from_trajectories(trajectories, advantages) + rows_from_replay(replayed, len(trajectories))
         if not rows:
-            return []
+            return [], {}
         by_episode: dict[int, list] = {}
         for row in rows:
             by_episode.setdefault(row.episode, []).append(row)
@@ -268,6 +301,7 @@ class GSPOTrainer:
         shares = [self.parallel.share(minibatch) or minibatch[:1] for minibatch in minibatches]
         my_rows = [row for share in shares for episode in share for row in by_episode[episode]]
         pad_token_id = self.agent.tokenizer.pad_token_id
+        mismatch = self._recompute_old_logprobs(my_rows) if self.recompute_old_logprobs else {}
         if self.reference is not None:
             fill_reference_logprobs(self.policy, my_rows, attribute="ref_logprobs", context=self.reference,
                                     pad_token_id=pad_token_id)
@@ -275,9 +309,10 @@ class GSPOTrainer:
             fill_reference_logprobs(self.policy, my_rows, attribute="teacher_logprobs",
                                     context=self.continual.teacher.active, pad_token_id=pad_token_id)
         self.policy.train()
+        device = next(self.policy.parameters()).device
         step_stats = []
         for minibatch, share in zip(minibatches, shares):
-            micro = [make_micro_batch([r for e in chunk for r in by_episode[e]], self.agent.generator.device)
+            micro = [make_micro_batch([r for e in chunk for r in by_episode[e]], device)
                      for chunk in _chunks(share, config.per_device_train_batch_size)]
             if not self.parallel.share(minibatch):
                 micro[0].num_episodes = 0
@@ -290,7 +325,26 @@ class GSPOTrainer:
                                "lr": self.scheduler.get_last_lr()[0],
                                "episodes": float(sum(mb.num_episodes for mb in micro))})
         self.policy.eval()
-        return self._merge_step_stats(step_stats)
+        return self._merge_step_stats(step_stats), mismatch
+
+    def _recompute_old_logprobs(self, rows) -> dict[str, float]:
+        """π_old := the trainer's forward on `rows` (before any step); the sampler's log-probs (log μ)
+        move to `sampler_logprobs`, where only the truncated importance weight uses them. Returns the
+        mismatch between the two over every rank's rows (mean |Δ| and k3 KL(μ || π_old) per token)."""
+        from contextlib import nullcontext
+
+        for row in rows:
+            if row.sampler_logprobs is None:
+                row.sampler_logprobs = list(row.old_logprobs)
+        fill_reference_logprobs(self.policy, rows, attribute="old_logprobs", context=nullcontext,
+                                pad_token_id=self.agent.tokenizer.pad_token_id)
+        delta = torch.tensor([o - m for row in rows for o, m in zip(row.old_logprobs, row.sampler_logprobs)],
+                             dtype=torch.float64)  # log(π_old / μ) per sampled token
+        sums = [(float(delta.abs().sum()), float((delta.exp() - 1 - delta).sum()), delta.numel())]
+        abs_sum, k3_sum, count = (sum(values) for values in zip(*self.parallel.gather(sums)))
+        if not count:
+            return {}
+        return {"mismatch/logprob_abs_diff": abs_sum / count, "mismatch/k3_kl": k3_sum / count}
 
     def _merge_step_stats(self, step_stats: list[dict[str, float]]) -> list[dict[str, float]]:
         """Each step's statistics over all ranks (weighted by their episodes), not rank 0's share."""
@@ -326,6 +380,7 @@ class GSPOTrainer:
             teacher_logprobs_B_T=mb.teacher_logprobs,  # LwF: KL to the previous task's frozen adapter
             teacher_kl_beta=config.kl_penalty_beta if mb.teacher_logprobs is not None else 0.0,
             sampler_logprobs_B_T=mb.sampler_logprobs,  # None: the sampler is this policy, no correction
+            importance_weight_cap=config.importance_weight_cap,
         )
         return loss, {METRIC_NAMES[k]: v for k, v in stats.items() if k in METRIC_NAMES}
 
@@ -357,6 +412,18 @@ class GSPOTrainer:
 
     # -- the loop ------------------------------------------------------------------------
     def train(self) -> TrainingResult:
+        """Run the remaining iterations; a managed vLLM server is stopped however the run ends."""
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop what the trainer started outside this process (a managed vLLM server)."""
+        if self.rollout_engine is not None:
+            self.rollout_engine.close()
+
+    def _train(self) -> TrainingResult:
         from stateset_agents.runs.metrics import MetricsLogger, truncate_metrics
         from stateset_agents.runs.report import write_report
 
@@ -366,6 +433,8 @@ class GSPOTrainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.output_dir)
         resumed_from = self._resume() if config.resume else None
+        if resumed_from is not None:
+            self._sync_rollout_weights()  # the engine started with the weights before the checkpoint loaded
         # A crash after logging an iteration but before its checkpoint left lines this run logs
         # again: keep each iteration once (no checkpoint: the earlier partial run's lines all go).
         dropped = truncate_metrics(self.output_dir, self.iteration_index) if main else 0
