@@ -109,7 +109,7 @@ def test_training_through_a_managed_vllm_server(vllm_python, model_dir, tmp_path
         server = trainer.rollout_engine.server
         os.killpg(server.process.pid, signal.SIGKILL)  # the server dies between iterations
         with pytest.raises(Exception, match="127.0.0.1") as failure:
-            trainer.iteration(2)
+            trainer.iteration(2)  # its rollouts (text prompts) or its weight sync meet the dead server
         print(f"after the kill: {type(failure.value).__name__}: {failure.value}")
     finally:
         trainer.close()

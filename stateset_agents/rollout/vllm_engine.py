@@ -16,6 +16,10 @@ Two ways to run:
   it is not tested here. `vllm_sync="none"` samples from the server's own weights (stale after the
   first update: the episodes are recorded as sampled by version 0, never as on-policy).
 
+The export is the text stack only (vLLM's Kimi-K2.5 vision path needs the hub's preprocessor
+and remote code), so `TextOnVLLM` sends prompts with images to transformers in the trainer's
+process, which samples exactly the policy being trained; the rest go to vLLM.
+
 Every sampled turn records the version of the weights that produced it (`version`): the trainer
 compares it with its own and counts stale episodes; π_old is recomputed by the trainer's forward,
 and the sampler's log-probs only enter the truncated importance weight (training/losses.py).
@@ -31,6 +35,37 @@ from stateset_agents.rollout.vllm_client import VLLMGenerator
 from stateset_agents.rollout.vllm_server import VLLMServer, VLLMServerSettings
 
 MANAGED_MODEL_NAME = "policy"
+
+
+class TextOnVLLM:
+    """A `RolloutBackend`: text-only prompts to the vLLM client, prompts with images to `local`
+    (the HF generator on the policy). Seeds are fixed before the split, so a prompt's sample does
+    not depend on which way the others went."""
+
+    name = "vllm+hf-images"
+    exact_logprobs = False
+
+    def __init__(self, remote, local):
+        self.remote, self.local = remote, local
+        self.image_prompts = 0  # sampled locally so far
+
+    @property
+    def max_model_len(self) -> int | None:
+        return self.remote.max_model_len
+
+    def generate(self, prompts, sampling, seeds=None):
+        from stateset_agents.rollout.hf_generation import request_seeds
+
+        seeds = request_seeds(seeds, len(prompts))
+        with_images = [i for i, p in enumerate(prompts) if p.pixel_values is not None]
+        text = [i for i in range(len(prompts)) if i not in set(with_images)]
+        samples = {}
+        for indices, backend in ((text, self.remote), (with_images, self.local)):
+            if indices:
+                outputs = backend.generate([prompts[i] for i in indices], sampling, [seeds[i] for i in indices])
+                samples.update(zip(indices, outputs))
+        self.image_prompts += len(with_images)
+        return [samples[i] for i in range(len(prompts))]
 
 
 class VLLMRolloutEngine:
@@ -81,11 +116,25 @@ class VLLMRolloutEngine:
         if self.sync_mode == "none":
             return 0.0  # the server keeps its weights, and its samples keep their old version
         if self.sync_mode == "reload" and write:
-            self.server.reload_weights(self._export(policy))
+            self._reload(policy)
         elif self.sync_mode == "lora":
             self._load_adapter(policy, version, write)
         self.version = version
         return time.perf_counter() - started
+
+    def _reload(self, policy) -> None:
+        from stateset_agents.rollout.vllm_server import VLLMServerError
+
+        try:
+            self.server.reload_weights(self._export(policy))
+        except Exception as error:
+            state = ("has exited (code {})".format(self.server.process.poll())
+                     if self.server.process is not None and self.server.process.poll() is not None else "is running")
+            raise VLLMServerError(
+                f"weight sync to the managed vLLM server at {self.server.base_url} failed ({type(error).__name__}: "
+                f"{error}); the server {state}. Its log ({self.server.log_path}) ends with:\n"
+                f"{self.server.log_tail(10)}\nCheckpoints up to the last complete iteration are kept: --resume "
+                f"continues from there.") from error
 
     def _load_adapter(self, policy, version: int, write: bool) -> None:
         """GPU path: save the adapter and load it at runtime under a new name (see the module docstring)."""

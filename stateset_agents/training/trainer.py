@@ -120,7 +120,6 @@ class GSPOTrainer:
         self.reference = reference_context(self.policy, config, log) if config.kl_beta > 0 else None
         self.optimizer, make_scheduler = build_optimizer(self.policy, config)
         self.train_model = self.parallel.wrap(self.policy)  # what the backward runs through (DDP when distributed)
-        self.rollout_engine = self._start_vllm() if config.use_vllm else None
         # π_old from the trainer's forward when another engine samples (its kernels differ from ours)
         self.recompute_old_logprobs = (config.recompute_old_logprobs if config.recompute_old_logprobs is not None
                                        else config.use_vllm)
@@ -130,10 +129,12 @@ class GSPOTrainer:
         self.iteration_index = 0
         self.history: list[dict[str, Any]] = []
         self.update_generator = torch.Generator().manual_seed(config.seed)
+        self.rollout_engine = None
+        self.rollout_engine = self._start_vllm() if config.use_vllm else None  # last: nothing after it can fail
 
     def _start_vllm(self):
         """The vLLM rollout engine (rollout/vllm_engine.py); the agent samples through its client."""
-        from stateset_agents.rollout.vllm_engine import VLLMRolloutEngine
+        from stateset_agents.rollout.vllm_engine import TextOnVLLM, VLLMRolloutEngine
 
         config = self.config
         urls = [config.vllm_base_url] if isinstance(config.vllm_base_url, str) else config.vllm_base_url
@@ -145,7 +146,8 @@ class GSPOTrainer:
                                    concurrency=config.rollout_concurrency, max_model_len=config.vllm_max_model_len,
                                    log=self.log)
         engine.version = self.policy_version
-        self.agent.use_backend(engine.generator)
+        # images stay with transformers on the policy itself (the served export is text-only)
+        self.agent.use_backend(TextOnVLLM(engine.generator, self.agent.generator))
         return engine
 
     def _sync_rollout_weights(self) -> float:
