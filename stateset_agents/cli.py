@@ -6,6 +6,8 @@
     stateset-agents plan --model moonshotai/Kimi-K2.5 --gpu-memory 141 --gpus-per-node 8
     stateset-agents eval --model tiny-kimi-k2.5 --adapter outputs/run --task customer_service --json eval.json
     stateset-agents chat --model tiny-kimi-k2.5 --adapter outputs/run --task customer_service
+    stateset-agents export outputs/run --out exports/run-merged --merge
+    stateset-agents serve exports/run-merged --engine vllm
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stateset_agents.training.plan import add_plan_arguments
 
     add_plan_arguments(commands.add_parser("plan", help="will it fit, and on what? GPUs for training and rollouts"))
-    from stateset_agents.commands import chat_command, eval_command
+    from stateset_agents.commands import chat_command, eval_command, export_command, serve_command
 
     eval_command.add_eval_arguments(commands.add_parser(
         "eval", help="held-out reward, success rate and reward components with 95%% intervals (--against: two "
@@ -159,6 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     chat_command.add_chat_arguments(commands.add_parser(
         "chat", help="talk to the agent as the customer, with the task's tools live", description=chat_command.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter))
+    export_command.add_export_arguments(commands.add_parser(
+        "export", help="a run's adapter for vLLM, or (--merge) a full checkpoint with it folded in",
+        description=export_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    serve_command.add_serve_arguments(commands.add_parser(
+        "serve", help="launch commands for vLLM/SGLang/ktransformers; --run: start vLLM here and smoke-test it",
+        description=serve_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     if args.command == "plan":
         return plan_from_args(args)
@@ -166,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return eval_command.eval_from_args(args)
     if args.command == "chat":
         return chat_command.chat_from_args(args)
+    if args.command == "export":
+        return export_command.export_from_args(args)
+    if args.command == "serve":
+        return serve_command.serve_from_args(args)
     if args.command == "train":
         return train_from_args(args)
     if args.command == "build-tiny-model":
