@@ -1,7 +1,7 @@
 # One command for the demo, one for the tests; each creates the environment it needs.
 #   make demo   install, build the tiny Kimi-K2.5, fine-tune it with GSPO, report
 #   make test   install, run the fast test suite (what CI runs)
-#   make test-vllm   build the vLLM environment (.venv-vllm), run the tests against a real vLLM server
+#   make test-vllm   only the tests against a real vLLM server (make test runs them too)
 # TORCH_SPEC picks the torch build installed first (pip then keeps it): the default pin is the
 # CPU wheel on our build machines and the normal (CUDA) wheel from PyPI elsewhere.
 
@@ -42,14 +42,18 @@ vllm-env: $(VLLM_STAMP)
 demo: install
 	$(PY) -m stateset_agents.demo
 
+# The vLLM integration tests run here too (CI included): the vLLM environment is built first (cached
+# by its stamp; ~3.5 GB, 3-4 minutes the first time). If it cannot be built on a machine, those tests
+# skip and say why; the rest still run.
 test: install
-	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	@$(MAKE) --no-print-directory vllm-env || echo "make test: the vLLM environment could not be built; its tests will be skipped"
+	WANDB_MODE=offline HF_HUB_OFFLINE=1 STATESET_VLLM_PYTHON=$(abspath $(VLLM_PY)) $(PY) -m pytest -q
 
 test-slow: install
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
 
 test-vllm: install vllm-env
-	WANDB_MODE=offline HF_HUB_OFFLINE=1 STATESET_VLLM_PYTHON=$(abspath $(VLLM_PY)) $(PY) -m pytest -q -rs -m vllm
+	WANDB_MODE=offline HF_HUB_OFFLINE=1 STATESET_VLLM_PYTHON=$(abspath $(VLLM_PY)) $(PY) -m pytest -q -m vllm
 
 bench: install
 	$(PY) -m pip install --quiet -e ".[bench]"

@@ -12,8 +12,9 @@ Two ways to run:
   sync loads the adapter at runtime under a new name per policy version (`POST
   /v1/load_lora_adapter`, the server started with `--enable-lora --max-lora-rank R`, and
   `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`); the adapter directory must be readable by the server
-  (shared filesystem). This is the GPU path; runtime LoRA on MoE models fails on CPU (Triton), so
-  it is not tested here. `vllm_sync="none"` samples from the server's own weights (stale after the
+  (shared filesystem), and its targets must be ones vLLM applies faithfully (no routed experts, no
+  kv_b_proj: `models.export.export_adapter_for_vllm` checks). This is the GPU path (docs/vllm.md);
+  runtime LoRA on MoE models fails on CPU (Triton), so it is not tested here. `vllm_sync="none"` samples from the server's own weights (stale after the
   first update: the episodes are recorded as sampled by version 0, never as on-policy).
 
 The export is the text stack only (vLLM's Kimi-K2.5 vision path needs the hub's preprocessor
@@ -145,7 +146,13 @@ class VLLMRolloutEngine:
         if not write:
             self.generator.model = name
             return
-        policy.save_pretrained(str(path))
+        from stateset_agents.models.export import export_adapter_for_vllm
+
+        saved = self.directory / "adapters" / "peft" / name
+        policy.save_pretrained(str(saved))
+        # vLLM's module names; refuses (ExportError) targets runtime LoRA cannot apply faithfully: routed
+        # experts and kv_b_proj (vLLM folds it into the MLA decode weights at load)
+        export_adapter_for_vllm(saved, path)
         for url in self.generator.base_urls:
             response = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)},
                                   timeout=600)
