@@ -6,7 +6,7 @@ tokenisation, a prompt changed on the way, an error status, a connection closed 
 answer. Nothing in httpx is mocked.
 
 vllm-marked tests: a real vLLM server (CPU build, `.venv-vllm`) serving an export of the tiny
-Kimi-K2.5 at the MLA widths vLLM's CPU attention runs (`kv_lora_rank=512`, `qk_rope_head_dim=64`),
+Kimi-K2.5 at its defaults, the MLA widths vLLM's CPU attention runs (`kv_lora_rank=512`, `qk_rope_head_dim=64`),
 with the builder's default init (std 0.02: near-uniform attention, where vLLM-CPU and HF agree;
 see the xfail in tests/test_vllm_server.py for larger weights). A second, short-lived server
 serves the two-URL test and is then killed by the last test.
@@ -15,7 +15,6 @@ serves the two-URL test and is then killed by the last test.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import re
@@ -280,7 +279,6 @@ def test_generate_works_from_inside_a_running_event_loop(fake):
 
 
 # -- against a real vLLM server ---------------------------------------------------------------------
-SPEC_CHANGES = dict(kv_lora_rank=512, qk_rope_head_dim=64)
 # Sampler (vLLM, processed_logprobs) vs trainer (teacher-forced HF) logprob of the same token, default init,
 # 8 prompts x 32 tokens, T in {1.0, 0.7}, measured: 253 of 256 tokens agree to <= 1e-6 nats; one sequence
 # ("The printer is offline and", seed 3) differs from its 30th completion token on by 0.043, 0.007, 0.005
@@ -308,10 +306,9 @@ def served(vllm_python, tmp_path_factory):
     from stateset_agents.embedded import build_base
     from stateset_agents.models.export import export_for_vllm
     from stateset_agents.models.loading import LoadSettings, load_model
-    from stateset_agents.models.tiny_kimi import TinyKimiSpec
 
     root = tmp_path_factory.mktemp("vllm-client-model")
-    build_base(root / "kimi", dataclasses.replace(TinyKimiSpec(), **SPEC_CHANGES))
+    build_base(root / "kimi")  # the default spec: MLA widths 512 + 64, as vLLM's CPU attention needs
     loaded = load_model(str(root / "kimi"), LoadSettings(device="cpu", dtype="float32"))
     export = export_for_vllm(loaded.model, loaded.tokenizer, root / "export")
     prompts = [EncodedPrompt(loaded.tokenizer.encode(text, add_special_tokens=False)) for text in TEXTS]

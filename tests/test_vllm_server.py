@@ -1,8 +1,8 @@
 """A real vLLM server (CPU build, its own venv) serves our exported model exactly as HF computes it.
 
-The model: the project's own tiny Kimi-K2.5 builder at the MLA widths vLLM's CPU attention runs
-(`kv_lora_rank=512`, `qk_rope_head_dim=64`), other sizes the embedded defaults except where
-`SPEC_CHANGES` says, re-initialised so that every part matters: weights ~N(0, 1/fan_in) (the
+The model: the project's own tiny Kimi-K2.5 builder at its defaults (`TinyKimiSpec()`, whose MLA
+widths are the ones vLLM's CPU attention runs: `kv_lora_rank=512`, `qk_rope_head_dim=64`),
+re-initialised so that every part matters: weights ~N(0, 1/fan_in) (the
 builder's std 0.02 makes attention nearly uniform and the experts' output tiny, hiding layout and
 routing errors), logits ~N(0, 9), and a random `e_score_correction_bias` (the builder leaves it 0).
 `test_the_prompts_discriminate_routing` checks that the chosen prompts' greedy paths change when
@@ -19,7 +19,6 @@ reason, when the vLLM environment is missing (`make vllm-env`); `make test-vllm`
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -27,7 +26,6 @@ import torch
 
 pytestmark = pytest.mark.vllm
 
-SPEC_CHANGES = dict(kv_lora_rank=512, qk_rope_head_dim=64)
 NEW_TOKENS = 16
 LOGPROB_ATOL = 1e-4  # measured max |Δ| 1.2e-5 between vLLM's and HF's logprob of the greedy token
 RELOAD_SEED = 5
@@ -73,10 +71,9 @@ def served_model(vllm_python, tmp_path_factory):
     from stateset_agents.embedded import build_base
     from stateset_agents.models.export import export_for_vllm
     from stateset_agents.models.loading import LoadSettings, load_model
-    from stateset_agents.models.tiny_kimi import TinyKimiSpec
 
     root = tmp_path_factory.mktemp("vllm-model")
-    build_base(root / "kimi", dataclasses.replace(TinyKimiSpec(), **SPEC_CHANGES))
+    build_base(root / "kimi")  # the default spec: MLA widths 512 + 64, as vLLM's CPU attention needs
     loaded = load_model(str(root / "kimi"), LoadSettings(device="cpu", dtype="float32"))
     model = loaded.model.eval()
     reinitialise(model)

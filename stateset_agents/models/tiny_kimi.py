@@ -31,9 +31,11 @@ VIDEO_PLACEHOLDER = "<|kimi_k25_video_placeholder|>"  # reserved: videos are not
 
 @dataclass(frozen=True)
 class TinyKimiSpec:
-    """Sizes of the tiny model (the defaults give about 1.8M parameters, sized for two CPU cores),
-    its seed and its tokenizer recipe version. Attention (rotary dims, q/kv latents) is wider
-    relative to the rest; why: experiments/LOG.md.
+    """Sizes of the tiny model (the defaults give about 2.46M parameters, sized for two CPU cores),
+    its seed and its tokenizer recipe version. Everything is small except the MLA KV latent and the
+    rotary dims, which are Kimi-K2.5's real widths (`kv_lora_rank=512`, `qk_rope_head_dim=64`):
+    vLLM's CPU MLA attention runs only those, so the same tiny model runs in transformers and in
+    vLLM. (Before, 64 and 32: attention already wider relative to the rest; why: experiments/LOG.md.)
     """
 
     vocab_size: int = 4096
@@ -46,9 +48,9 @@ class TinyKimiSpec:
     num_experts_per_tok: int = 2
     n_shared_experts: int = 1
     q_lora_rank: int = 64
-    kv_lora_rank: int = 64
+    kv_lora_rank: int = 512  # Kimi-K2.5's real width (vLLM's CPU MLA runs only 512 + 64)
     qk_nope_head_dim: int = 16
-    qk_rope_head_dim: int = 32
+    qk_rope_head_dim: int = 64  # Kimi-K2.5's real width
     v_head_dim: int = 32
     vision_hidden_size: int = 32
     vision_layers: int = 2
