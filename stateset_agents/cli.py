@@ -95,7 +95,10 @@ def run_training(config) -> int:
     from stateset_agents.training.run_dir import RunDirectoryError
     from stateset_agents.training.trainer import GSPOTrainer
 
-    print(describe_config(config))
+    from stateset_agents.training.distributed import is_main_process
+
+    say = print if is_main_process() else (lambda *args, **kwargs: None)  # one rank speaks under accelerate
+    say(describe_config(config))
     try:
         trainer = GSPOTrainer(config)
     except (ModelNotAvailableError, UnsupportedSettingError, UnknownTaskError, RunDirectoryError) as error:
@@ -105,7 +108,7 @@ def run_training(config) -> int:
     except RewardError as error:  # a reward function's output the run cannot train on (it says which)
         return fail(f"{error} (checkpoints up to the last complete iteration are kept; fix the reward, then "
                     f"--resume)")
-    print(f"Done. Metrics: {result.output_dir / 'metrics.jsonl'}  Report: {result.output_dir / 'report.md'}")
+    say(f"Done. Metrics: {result.output_dir / 'metrics.jsonl'}  Report: {result.output_dir / 'report.md'}")
     return 0
 
 

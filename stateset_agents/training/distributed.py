@@ -42,6 +42,11 @@ def launched_world_size() -> int:
         return 1
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a launched run, or the only process (before any process group exists: RANK)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def sharded_engine_requested() -> str | None:
     """'FSDP' / 'DeepSpeed' when `accelerate launch` was given such a config (it says so in the environment)."""
     flag = lambda name: os.environ.get(name, "").lower() in ("1", "true", "yes")  # noqa: E731
