@@ -18,6 +18,23 @@ REPO = Path(__file__).resolve().parent.parent
 HAS_TRL = importlib.util.find_spec("trl") is not None
 NEEDS_TRL = pytest.mark.skipif(not HAS_TRL, reason="needs trl (the bench extra: pip install -e '.[bench]')")
 
+
+def vllm_missing() -> bool:
+    """No vLLM environment (`make vllm-env`, or STATESET_VLLM_PYTHON); asked only when a vLLM case runs."""
+    from stateset_agents.rollout.vllm_server import VLLMNotAvailableError, find_vllm_python
+
+    try:
+        find_vllm_python()
+    except VLLMNotAvailableError:
+        return True
+    return False
+
+
+# the condition is a string: pytest evaluates it at setup, so collecting the other cases starts no probe
+NEEDS_VLLM = [pytest.mark.vllm, pytest.mark.skipif("vllm_missing()", reason=(
+    "needs the vLLM environment (`make vllm-env`, or STATESET_VLLM_PYTHON); the script itself then exits 0 "
+    "with that message"))]
+
 # script, its arguments (OUT = a fresh directory), the files it must write (relative to OUT; a
 # trailing "*" is a glob that must match at least one file)
 SCRIPTS = [
@@ -26,8 +43,12 @@ SCRIPTS = [
     ("benchmarks/bench_ours.py", ["--quick", "--out", "OUT/ours.json"], ["ours.json"]),
     pytest.param("benchmarks/bench_trl.py", ["--quick", "--out", "OUT/trl.json"], ["trl.json"], marks=NEEDS_TRL),
     ("benchmarks/bench_rollout.py", ["--quick", "--out", "OUT/rollout.json"], ["rollout.json"]),
+    ("benchmarks/distributed_scaling.py", ["--quick", "--out-dir", "OUT/scaling"],
+     ["scaling/results.json", "scaling/results.md"]),
     ("benchmarks/generation_throughput.py", ["--quick", "--out", "OUT/throughput.json"], ["throughput.json"]),
     ("benchmarks/profile_iteration.py", ["--quick", "--out", "OUT/profile.txt"], ["profile.txt"]),
+    pytest.param("benchmarks/vllm_rollouts.py", ["--quick", "--out-dir", "OUT/vllm"],
+                 ["vllm/results.json", "vllm/results.md"], marks=NEEDS_VLLM),
     ("experiments/copy_drill_probe.py", ["--quick", "--out", "OUT/probe.json"], ["probe.json"]),
     ("experiments/demo_seeds.py", ["--quick", "--results", "OUT", "--output-root", "OUT/runs"],
      ["demo_seeds_quick_tiny-kimi-k2.5-base_*.json", "demo_seeds_quick_tiny-kimi-k2.5-base_*.md"]),
