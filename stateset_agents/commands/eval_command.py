@@ -5,8 +5,9 @@
     stateset-agents eval --model M --adapter RUN --against M          # the run's adapter vs the base model
     stateset-agents eval --model M --adapter RUN_B --against RUN_A    # two checkpoints side by side
 
-What is evaluated. `--model` is loaded with the HF backend (transformers; a `--vllm-url` client for a
-running vLLM server is future work, built elsewhere). `--adapter` is one of
+What is evaluated. `--model` is loaded with the HF backend (transformers); with `--vllm-url` the policy's
+text prompts are sampled on that running vLLM server instead (it must serve the policy: e.g. `export
+--merge` then `serve --run`; its tokenizer is checked), each episode with its own seed. `--adapter` is one of
 
 - a PEFT adapter directory (it holds `adapter_config.json`);
 - a training run directory (it holds `checkpoints/`): its latest complete checkpoint is used;
@@ -593,11 +594,30 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     parser.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None, help="Kimi thinking mode")
     parser.add_argument("--concurrency", type=int, default=None, help="episodes generated together (batched)")
+    parser.add_argument("--vllm-url", default=None, metavar="URL",
+                        help="sample the policy on a running vLLM server (serving --model with --adapter merged, e.g. "
+                             "`stateset-agents export RUN --merge` then `serve --run`); prompts with images stay on "
+                             "transformers. --against still runs here")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the checkpoint")
     parser.add_argument("--ignore-base-mismatch", action="store_true",
                         help="load an adapter whose adapter_config.json names another base model")
+
+
+def sample_on_vllm(agent, url: str, settings: EvalSettings, log: Callable[[str], None]) -> None:
+    """Make `agent` sample text prompts on the vLLM server at `url` (token ids in and out, each episode's
+    seed sent along; rollout/vllm_client.py), after checking the server tokenises as the model does."""
+    from stateset_agents.rollout.vllm_client import VLLMClientError, VLLMGenerator
+    from stateset_agents.rollout.vllm_engine import TextOnVLLM
+
+    client = VLLMGenerator(url, stop_token_ids=agent.stop_token_ids, concurrency=settings.concurrency)
+    try:
+        client.check_server(agent.tokenizer)
+    except VLLMClientError as error:
+        raise EvalInputError(str(error)) from None
+    agent.use_backend(TextOnVLLM(client, agent.generator))
+    log(f"policy samples on vLLM at {url} (model {client.model!r}, max_model_len {client.max_model_len})")
 
 
 def plan_candidates(args: argparse.Namespace) -> list[Candidate]:
@@ -640,6 +660,8 @@ def build_report(args: argparse.Namespace, log: Callable[[str], None] = print) -
     episodes: dict[str, dict[str, list[dict[str, Any]]]] = {c.label: {} for c in candidates}
     for candidate in candidates:
         with loader.activate(candidate) as agent:
+            if candidate.label == "policy" and getattr(args, "vllm_url", None):
+                sample_on_vllm(agent, args.vllm_url, settings, log)
             for task in tasks:
                 started = time.perf_counter()
                 episodes[candidate.label][task.name] = run_task(agent, task, chosen[task.name], settings)

@@ -1,0 +1,55 @@
+"""`stateset-agents eval --vllm-url`: the policy samples on a real vLLM server, with the same results.
+
+Greedy (temperature 0) on the tiny base model, served as its vLLM export: every episode's sampled
+tokens (the report's per-episode digest) equal those sampled by transformers in-process, so the
+two backends evaluate the same policy. A server with another vocabulary is refused before any
+episode runs. Skipped without the vLLM environment (`make vllm-env`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="module")
+def served_base(tmp_path_factory, tiny_model_dir):
+    from stateset_agents.models.export import export_for_vllm
+    from stateset_agents.models.loading import LoadSettings, load_model
+    from stateset_agents.rollout.vllm_server import (
+        VLLMNotAvailableError, VLLMServer, VLLMServerSettings, find_vllm_python,
+    )
+
+    try:
+        python = find_vllm_python()
+    except VLLMNotAvailableError as error:
+        pytest.skip(str(error))
+    root = tmp_path_factory.mktemp("eval-vllm")
+    loaded = load_model(str(tiny_model_dir), LoadSettings(device="cpu", dtype="float32"))
+    export = export_for_vllm(loaded.model, loaded.tokenizer, root / "export")
+    server = VLLMServer(export, root / "server.log", VLLMServerSettings(max_model_len=2048), python=python)
+    with server:
+        yield server
+
+
+def run_eval(tmp_path, name: str, *extra: str) -> dict:
+    from stateset_agents.cli import main
+
+    out = tmp_path / f"{name}.json"
+    code = main(["eval", "--model", "tiny-kimi-k2.5-base", "--task", "customer_service", "--scenarios", "4",
+                 "--temperature", "0", "--max-new-tokens", "16", "--max-turns", "2", "--device", "cpu",
+                 "--json", str(out), *extra])
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+def test_eval_on_vllm_samples_what_transformers_samples(served_base, tmp_path):
+    local = run_eval(tmp_path, "hf")
+    remote = run_eval(tmp_path, "vllm", "--vllm-url", served_base.base_url)
+    digests = lambda report: [e["policy"]["sample_sha256"] for e in report["tasks"]["customer_service"]["episodes"]]  # noqa: E731
+    assert digests(local) == digests(remote)
+    assert local["tasks"]["customer_service"]["policy"] == remote["tasks"]["customer_service"]["policy"]
+    assert "POST /v1/completions" in served_base.log_path.read_text()
