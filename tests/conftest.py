@@ -34,3 +34,14 @@ def tiny_agent(tiny_loaded):
     config = AgentConfig(model_name="tiny-kimi-k2.5-base", system_prompt="You are a support agent.",
                          max_new_tokens=24, model_kwargs={"chat_template_kwargs": {"thinking": True}})
     return Agent(config, loaded=tiny_loaded)
+
+
+@pytest.fixture(scope="session")
+def vllm_python():
+    """The vLLM environment's interpreter (`make vllm-env`), or the test is skipped saying how to build it."""
+    from stateset_agents.rollout.vllm_server import VLLMNotAvailableError, find_vllm_python
+
+    try:
+        return find_vllm_python()
+    except VLLMNotAvailableError as error:
+        pytest.skip(str(error))

@@ -16,17 +16,12 @@ pytestmark = pytest.mark.vllm
 
 
 @pytest.fixture(scope="module")
-def served_base(tmp_path_factory, tiny_model_dir):
+def served_base(tmp_path_factory, tiny_model_dir, vllm_python):
     from stateset_agents.models.export import export_for_vllm
     from stateset_agents.models.loading import LoadSettings, load_model
-    from stateset_agents.rollout.vllm_server import (
-        VLLMNotAvailableError, VLLMServer, VLLMServerSettings, find_vllm_python,
-    )
+    from stateset_agents.rollout.vllm_server import VLLMServer, VLLMServerSettings
 
-    try:
-        python = find_vllm_python()
-    except VLLMNotAvailableError as error:
-        pytest.skip(str(error))
+    python = vllm_python
     root = tmp_path_factory.mktemp("eval-vllm")
     loaded = load_model(str(tiny_model_dir), LoadSettings(device="cpu", dtype="float32"))
     export = export_for_vllm(loaded.model, loaded.tokenizer, root / "export")

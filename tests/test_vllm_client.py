@@ -291,16 +291,6 @@ TEXTS = ["Hello, I need help with my order", "Where is my refund?", "Thanks!", "
 
 
 @pytest.fixture(scope="module")
-def vllm_python():
-    from stateset_agents.rollout.vllm_server import VLLMNotAvailableError, find_vllm_python
-
-    try:
-        return find_vllm_python()
-    except VLLMNotAvailableError as error:
-        pytest.skip(str(error))
-
-
-@pytest.fixture(scope="module")
 def served(vllm_python, tmp_path_factory):
     """(HF model, tokenizer, export directory, prompts) of the tiny model at vLLM's MLA widths."""
     from stateset_agents.embedded import build_base

@@ -33,16 +33,6 @@ TEXTS = ["Hello, I need help with my order", "Where is my refund?", "Thanks!", "
          "Can you tell me the price of"]
 
 
-@pytest.fixture(scope="session")
-def vllm_python():
-    from stateset_agents.rollout.vllm_server import VLLMNotAvailableError, find_vllm_python
-
-    try:
-        return find_vllm_python()
-    except VLLMNotAvailableError as error:
-        pytest.skip(str(error))
-
-
 def reinitialise(model, seed: int = 3, bias_std: float = 0.1) -> None:
     """Redraw every tensor a checkpoint holds (the state dict: parameters and persistent buffers such as
     `e_score_correction_bias`), norms excepted. Derived, non-persistent buffers (the rotary embedding's

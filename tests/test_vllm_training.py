@@ -24,16 +24,6 @@ pytestmark = pytest.mark.vllm
 
 
 @pytest.fixture(scope="module")
-def vllm_python():
-    from stateset_agents.rollout.vllm_server import VLLMNotAvailableError, find_vllm_python
-
-    try:
-        return find_vllm_python()
-    except VLLMNotAvailableError as error:
-        pytest.skip(str(error))
-
-
-@pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from stateset_agents.embedded import build_base
     from stateset_agents.models.tiny_kimi import TinyKimiSpec
