@@ -1,7 +1,7 @@
 """Data-parallel scaling: iteration time of the same training run on 1 and on 2 processes, and how
 much of it is communication.
 
-    python benchmarks/distributed_scaling.py [--model small] [--setting gspo_beta0] [--runs 1x1,2x1,1x2]
+    python benchmarks/distributed_scaling.py [--model small] [--setting gspo_beta0] [--runs 1x1,2x1]
                                              [--repeats 2] [--out-dir DIR] [--quick]
 
 Each run is our GSPOTrainer with the benchmark's matched config (`bench_ours.build_trainer`: the
@@ -282,6 +282,8 @@ def summarize(record: dict, setting: common.Setting) -> dict:
     out["cpu_per_rank"] = med([statistics.mean(r["iterations"][i]["cpu_seconds"] / r["iterations"][i]["iteration"]
                                                for r in ranks)
                                for i in range(setting.warmup_iterations, setting.iterations)])
+    out["cpu_seconds_all"] = med([sum(r["iterations"][i]["cpu_seconds"] for r in ranks)
+                                  for i in range(setting.warmup_iterations, setting.iterations)])
     for kind in COMM_KINDS:
         out[f"transfer/{kind}"] = med([it.get("comm", {}).get("transfer", {}).get(kind, 0.0) for it in main])
         out[f"wait/{kind}"] = med([max(r["iterations"][i].get("comm", {}).get("wait", {}).get(kind, 0.0)
@@ -321,15 +323,16 @@ def markdown(results: dict) -> str:
              f"iterations, {results['repeats']} repeat(s): median over repeats (min–max).", "",
              "| run (processes x threads) | iteration s | speed-up vs 1x1 | rollout s | reward s | update s "
              "| between reward and update s | communication s | communication share | waiting for the other rank s "
-             "| CPU s per s, per process | peak RSS MB / process |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| CPU s per s, per process | CPU s per iteration, all processes | peak RSS MB / process |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = ["", "rollout, reward, update: the trainer's own timers (rank 0); update includes the gradient all-reduce, "
              "the non-finite agreement and the gather of step statistics; *between reward and update*: the gather of "
              "the trajectories and rewards, including the wait for the slower rank's rollouts. Communication: the "
              "collectives' own time (transfer) summed over the iteration; waiting: the time a rank idled before "
              "them until the other arrived (its rollouts or backward took longer), measured apart. CPU s per s: the "
              "process's CPU time over the iteration's wall time (mean over ranks; below 1: idle in a collective or "
-             "its core taken by another process). Load average before / after each run is in results.json."]
+             "its core taken by another process); CPU s per iteration, all processes: the work the run needed, whoever "
+             "else used the machine. Load average before / after each run is in results.json."]
     base = results["runs"].get("1x1")
     for name, run in results["runs"].items():
         a = run["aggregate"]
@@ -338,7 +341,7 @@ def markdown(results: dict) -> str:
         share = "–" if run["processes"] == 1 else f"{a['comm_share']['median']:.1%}"
         wait = "–" if run["processes"] == 1 else fmt(a["comm_wait"])
         lines.append(f"| {name} | {fmt(a['iteration'])} | {speedup} | {fmt(a['rollout'])} | {fmt(a['reward'], 4)} | "
-                     f"{fmt(a['update'])} | {fmt(a['other'])} | {comm} | {share} | {wait} | {fmt(a['cpu_per_rank'], 2)} | "
+                     f"{fmt(a['update'])} | {fmt(a['other'])} | {comm} | {share} | {wait} | {fmt(a['cpu_per_rank'], 2)} | {fmt(a['cpu_seconds_all'], 2)} | "
                      f"{a['peak_rss_mb']['median']:.0f} |")
     lines += notes
     multi = [(n, r) for n, r in results["runs"].items() if r["processes"] > 1]
@@ -364,7 +367,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="small", help="bench model (common.MODELS): small is the ~20M one")
     parser.add_argument("--setting", default="gspo_beta0")
-    parser.add_argument("--runs", default="1x1,2x1,1x2", help="PROCESSESxTHREADS, comma-separated")
+    parser.add_argument("--runs", default="1x1,2x1", help=(
+        "PROCESSESxTHREADS, comma-separated; e.g. 1x2 adds one process with 2 torch threads"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out-dir", default=None,
                         help="default: benchmarks/results/distributed_scaling[_quick]_<model>_<commit>")
@@ -379,7 +383,12 @@ def main(argv=None) -> int:
     if args.worker:
         return worker(args)
     if args.render:
-        text = markdown(json.loads(Path(args.render).read_text()))
+        results = json.loads(Path(args.render).read_text())
+        setting = common.Setting(**results["setting"])
+        for run in results["runs"].values():  # summaries recomputed from the raw records
+            run["summaries"] = [summarize(r, setting) for r in run["records"]]
+            run["aggregate"] = aggregate(run["summaries"])
+        text = markdown(results)
         Path(args.render).with_suffix(".md").write_text(text)
         print(text)
         return 0
