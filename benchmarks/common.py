@@ -277,3 +277,17 @@ def versions() -> dict[str, str]:
     except ImportError:
         out["trl"] = "not installed"
     return out
+
+
+def cpu_name() -> str:
+    """The CPU model for results' machine notes (/proc/cpuinfo, else platform's guess)."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

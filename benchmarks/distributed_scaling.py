@@ -414,7 +414,7 @@ def main(argv=None) -> int:
             out = out_dir / "runs" / f"{processes}x{threads}_{repeat}.json"
             records[f"{processes}x{threads}"].append(run_one(processes, threads, model_dir, setting, out, log))
     results = {
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu": common.cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
         "versions": common.versions(), "model": model, "setting": json.loads(common.setting_to_json(setting)),
         "repeats": args.repeats, "command": "python benchmarks/distributed_scaling.py " + " ".join(
             sys.argv[1:] if argv is None else argv),
@@ -432,15 +432,6 @@ def main(argv=None) -> int:
     print(text)
     return 0
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -226,7 +226,7 @@ def main(argv=None) -> int:
                     for key in ("iteration", "generation", "update", "tokens_per_second", "peak_rss_mb")}})
 
     results = {
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu": common.cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
         "versions": common.versions(), "models": models, "repeats": args.repeats, "threads": args.threads,
         "settings": [json.loads(common.setting_to_json(s)) for s in settings],
         "table": table, "ratios": ratios, "command": " ".join(sys.argv),
@@ -240,15 +240,6 @@ def main(argv=None) -> int:
     print(text)
     return 0
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

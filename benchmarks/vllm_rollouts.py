@@ -108,15 +108,6 @@ def command_line() -> str:
     return shlex.join([python_text, script_text, *sys.argv[1:]])
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 def lock_is_held() -> bool | None:
     """Whether `/tmp/stateset-cpu.lock` is held (by the `flock` this command should run under)."""
@@ -517,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "provenance": {"command": command_line(),
                        "git": git_state(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+        "machine": {"cpu": common.cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "load_before": [round(x, 2) for x in os.getloadavg()], "cpu_lock_held": lock_is_held()},
         "versions": {**common.versions(), "vllm": vllm_version(vllm_python)},
         "settings": {"models": models, "concurrency": args.concurrency, "prompts": args.prompts,
