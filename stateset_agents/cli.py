@@ -2,7 +2,7 @@
 
     stateset-agents train --model tiny-kimi-k2.5 --task customer_service --use-lora
     stateset-agents train --config outputs/run/config.yaml --resume
-    stateset-agents build-tiny-model
+    stateset-agents build-tiny-model [--ship | --verify-shipped]
     stateset-agents plan --model moonshotai/Kimi-K2.5 --gpu-memory 141 --gpus-per-node 8
     stateset-agents eval --model tiny-kimi-k2.5 --adapter outputs/run --task customer_service --json eval.json
     stateset-agents chat --model tiny-kimi-k2.5 --adapter outputs/run --task customer_service
@@ -152,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_training_flags(train)
     build = commands.add_parser("build-tiny-model", help="build (or rebuild) the embedded tiny Kimi-K2.5")
     build.add_argument("--name", default="tiny-kimi-k2.5", choices=["tiny-kimi-k2.5", "tiny-kimi-k2.5-base"])
+    shipped = build.add_mutually_exclusive_group()
+    shipped.add_argument("--ship", action="store_true",
+                         help="maintainers: rebuild from nothing and replace the copy shipped in the package")
+    shipped.add_argument("--verify-shipped", action="store_true",
+                         help="rebuild from nothing and check the shipped copy bit for bit (exit 1 if it differs)")
     from stateset_agents.training.plan import add_plan_arguments
 
     add_plan_arguments(commands.add_parser("plan", help="will it fit, and on what? GPUs for training and rollouts"))
@@ -184,8 +189,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":
         return train_from_args(args)
     if args.command == "build-tiny-model":
-        from stateset_agents.embedded import ensure_embedded_model
+        from stateset_agents.embedded import ensure_embedded_model, shipped
 
+        if args.ship:
+            shipped.ship(args.name)
+            return 0
+        if args.verify_shipped:
+            problems = shipped.verify(args.name)
+            print("\n".join(problems) if problems else f"The shipped {args.name} is bit for bit what a rebuild gives.")
+            return 1 if problems else 0
         print(ensure_embedded_model(args.name))
         return 0
     return 1

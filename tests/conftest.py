@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("STATESET_AGENTS_CACHE", str(REPO / ".cache" / "test-models"))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("STATESET_AGENTS_NO_SHIPPED", "1")  # tests build their own models, never the shipped copy
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from stateset_agents.embedded.shipped import MANIFEST, usable_shipped_copy
 from stateset_agents.models.embedded_names import is_embedded, register_embedded_model
 
 BUILD_INFO = "build_info.json"
@@ -37,6 +38,9 @@ class EmbeddedModel:
     description: str
     fingerprint: Callable[[], str]
     build: Callable[[Path], None]
+    # digest of exactly what the build consumes (slower than `fingerprint`; lets a shipped copy outlive
+    # edits of code that the fingerprint covers but that do not change the build's inputs)
+    inputs_digest: Callable[[], str] | None = None
 
 
 def cache_dir() -> Path:
@@ -86,6 +90,12 @@ def _warm_fingerprint() -> str:
     return f"{_base_fingerprint()}|{warm_start_fingerprint()}"
 
 
+def _warm_inputs_digest() -> str:
+    from stateset_agents.training.warm_start import prepare_warm_start, warm_start_inputs_digest
+
+    return warm_start_inputs_digest(prepare_warm_start(ensure_embedded_model("tiny-kimi-k2.5-base")))
+
+
 def _build_warm(directory: Path) -> None:
     from stateset_agents.training.warm_start import build_warm_started
 
@@ -98,7 +108,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     ),
     "tiny-kimi-k2.5": EmbeddedModel(
         "tiny-kimi-k2.5", "tiny Kimi-K2.5 warm-started on task dialogues (minutes to build)",
-        _warm_fingerprint, _build_warm,
+        _warm_fingerprint, _build_warm, _warm_inputs_digest,
     ),
 }
 
@@ -131,19 +141,27 @@ def ensure_embedded_model(name: str, *, log: Callable[[str], None] = print) -> P
     with _file_lock(cache_dir() / "models" / f".{name}.lock"):
         if _is_current(target, fingerprint):  # another process built it while we waited
             return target
-        log(f"Building {name} ({entry.description}) into {target} ...")
+        shipped = usable_shipped_copy(name, fingerprint, inputs_digest=entry.inputs_digest, log=log)
         started = time.perf_counter()
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
         try:
-            entry.build(staging)
+            if shipped is not None:
+                log(f"Installing the shipped {name} into {target}")
+                for path in shipped.iterdir():
+                    if path.is_file() and path.name != MANIFEST:
+                        shutil.copy2(path, staging / path.name)
+            else:
+                log(f"Building {name} ({entry.description}) into {target} ...")
+                entry.build(staging)
             seconds = time.perf_counter() - started
-            (staging / BUILD_INFO).write_text(json.dumps({"fingerprint": fingerprint, "build_seconds": seconds}))
+            (staging / BUILD_INFO).write_text(json.dumps({"fingerprint": fingerprint, "build_seconds": seconds,
+                                                          "shipped": shipped is not None}))
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        log(f"Built {name} in {seconds:.1f}s")
+        log(f"{'Installed' if shipped is not None else 'Built'} {name} in {seconds:.1f}s")
     return target
 
 

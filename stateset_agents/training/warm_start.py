@@ -13,6 +13,7 @@ conversation up to the generation prompt; target = the turn's completion text
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -122,11 +123,45 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Ran
     return batches
 
 
+class _ProgressWithETA:
+    """A progress bar with elapsed time and ETA on a terminal; elsewhere (a pipe, `make demo | tee`,
+    CI) a plain line every `every_percent` percent with the same numbers, so a long step is never silent."""
+
+    def __init__(self, label: str, total: int, log: Callable[[str], None], every_percent: int = 10) -> None:
+        import sys
+
+        self.label, self.total, self.log = label, max(total, 1), log
+        self.step_lines = max(1, self.total * every_percent // 100)
+        self.done = 0
+        self.started = time.perf_counter()
+        self.bar = None
+        if sys.stderr.isatty():
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True)
+            self.task_id = self.bar.add_task(label, total=self.total)
+            self.bar.start()
+
+    def advance(self, loss: float) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(self.task_id, completed=self.done)
+        elif self.done % self.step_lines == 0 and self.done < self.total:
+            elapsed = time.perf_counter() - self.started
+            eta = elapsed / self.done * (self.total - self.done)
+            self.log(f"{self.label}: {self.done}/{self.total} batches ({100 * self.done // self.total}%), "
+                     f"loss {loss:.3f}, {elapsed / 60:.1f} min elapsed, ETA {eta / 60:.1f} min")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 def supervised_epochs(model, examples, tokenizer, settings: WarmStartSettings,
                       log: Callable[[str], None] = print, label: str = "warm start") -> list[float]:
     """Train on (prompt, completion) examples; returns the mean loss of each epoch."""
-    from rich.progress import Progress
-
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     batches_per_epoch = (len(examples) + settings.batch_rows - 1) // settings.batch_rows
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate,
@@ -135,8 +170,8 @@ def supervised_epochs(model, examples, tokenizer, settings: WarmStartSettings,
     shuffler = random.Random(settings.seed)
     epoch_losses = []
     model.train()
-    with Progress(transient=True) as progress:
-        bar = progress.add_task(label, total=settings.epochs * batches_per_epoch)
+    progress = _ProgressWithETA(label, settings.epochs * batches_per_epoch, log)
+    try:
         for epoch in range(settings.epochs):
             losses = []
             for indices in length_bucketed_batches(lengths, settings.batch_rows, shuffler):
@@ -151,43 +186,97 @@ def supervised_epochs(model, examples, tokenizer, settings: WarmStartSettings,
                 optimizer.step()
                 scheduler.step()
                 losses.append(loss.item())
-                progress.advance(bar)
+                progress.advance(losses[-1])
             epoch_losses.append(sum(losses) / len(losses))
             log(f"{label} epoch {epoch + 1}/{settings.epochs}: loss {epoch_losses[-1]:.3f}")
+    finally:
+        progress.close()
     model.eval()
     return epoch_losses
 
 
-def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSettings = WarmStartSettings(),
-                       log: Callable[[str], None] = print) -> Path:
-    """Warm-start the base tiny model and save it as an ordinary model directory in `output_dir`."""
+@dataclass
+class WarmStartInputs:
+    """Everything the warm start trains on, prepared from the base model and the settings."""
+
+    loaded: object  # models.loading.LoadedModel of the base model
+    dialogues: int
+    examples: list[tuple[EncodedPrompt, list[int]]]
+    drills: list[tuple[EncodedPrompt, list[int]]]
+
+
+def prepare_warm_start(base_dir: Path, settings: WarmStartSettings = WarmStartSettings()) -> WarmStartInputs:
+    """Load the base model and build the warm start's examples: dialogue turns and copy drills."""
     from stateset_agents.core.formats import get_chat_format
     from stateset_agents.models.loading import LoadSettings, load_model
-    from stateset_agents.models.vision import ImageProcessorSettings
 
-    started = time.perf_counter()
     torch.manual_seed(settings.seed)
     loaded = load_model(str(base_dir), LoadSettings(device="cpu", dtype="float32"))
     encoder = PromptEncoder(loaded.tokenizer, get_chat_format(loaded.tokenizer), loaded.image_settings)
     pairs = reference_dialogues(settings)
     examples = [example for task, dialogue in pairs
                 for example in turn_examples(task, dialogue["messages"], encoder, dialogue["mistyped_turns"])]
-    log(f"warm start: {len(pairs)} dialogues, {len(examples)} assistant turns, "
-        f"{sum(len(c) for _, c in examples)} target tokens")
+    drills = (copy_drills.copy_drill_examples(loaded.tokenizer, settings.copy_drills, settings.seed,
+                                              max_filler=settings.copy_drill_max_filler)
+              if settings.copy_drills else [])
+    return WarmStartInputs(loaded, len(pairs), examples, drills)
+
+
+def warm_start_inputs_digest(inputs: WarmStartInputs, settings: WarmStartSettings = WarmStartSettings()) -> str:
+    """sha256 of everything that decides the warm-started weights: the base model's weights and tokenizer,
+    every example's tokens and images, the settings and the warm-start code. Two checkouts whose code
+    differs but whose digests agree build the same weights (what lets a shipped copy outlive unrelated edits)."""
+    from stateset_agents.models.fingerprint import code_digest
+
+    digest = hashlib.sha256()
+    digest.update(warm_start_fingerprint(settings).encode())
+    digest.update(code_digest(_training_step_sources()).encode())
+    for name, tensor in sorted(inputs.loaded.model.state_dict().items()):
+        digest.update(name.encode() + b"\0" + tensor.detach().contiguous().cpu().numpy().tobytes())
+    digest.update(json.dumps(inputs.loaded.tokenizer.get_vocab(), sort_keys=True).encode())
+    for kind, rows in (("examples", inputs.examples), ("drills", inputs.drills)):
+        digest.update(f"{kind}:{len(rows)}".encode())
+        for prompt, completion in rows:
+            digest.update(repr((prompt.input_ids, completion)).encode())
+            if prompt.pixel_values is not None:
+                digest.update(prompt.pixel_values.contiguous().numpy().tobytes())
+                digest.update(prompt.image_grid_thw.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _training_step_sources() -> list[Path]:
+    """The code one warm-start step runs besides this module: batching and scoring."""
+    from stateset_agents.rollout import logprobs
+
+    return [Path(logprobs.__file__)]
+
+
+def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSettings = WarmStartSettings(),
+                       log: Callable[[str], None] = print) -> Path:
+    """Warm-start the base tiny model and save it as an ordinary model directory in `output_dir`."""
+    from stateset_agents.embedded.shipped import pinned_threads
+    from stateset_agents.models.vision import ImageProcessorSettings
+
+    started = time.perf_counter()
+    inputs = prepare_warm_start(base_dir, settings)
+    loaded = inputs.loaded
+    inputs_digest = warm_start_inputs_digest(inputs, settings)
+    log(f"warm start: {inputs.dialogues} dialogues, {len(inputs.examples)} assistant turns, "
+        f"{sum(len(c) for _, c in inputs.examples)} target tokens, {len(inputs.drills)} copy drills")
     drill_losses = []
-    if settings.copy_drills:
-        drills = copy_drills.copy_drill_examples(loaded.tokenizer, settings.copy_drills, settings.seed,
-                                                 max_filler=settings.copy_drill_max_filler)
-        drill_settings = replace(settings, epochs=1, batch_rows=settings.copy_drill_batch_rows,
-                                 learning_rate=settings.copy_drill_learning_rate)
-        drill_losses = supervised_epochs(loaded.model, drills, loaded.tokenizer, drill_settings, log, "copy drills")
-    epoch_losses = supervised_epochs(loaded.model, examples, loaded.tokenizer, settings, log)
+    with pinned_threads():  # the same rounding on every machine: the shipped copy is rebuilt bit for bit
+        if inputs.drills:
+            drill_settings = replace(settings, epochs=1, batch_rows=settings.copy_drill_batch_rows,
+                                     learning_rate=settings.copy_drill_learning_rate)
+            drill_losses = supervised_epochs(loaded.model, inputs.drills, loaded.tokenizer, drill_settings, log,
+                                             "copy drills")
+        epoch_losses = supervised_epochs(loaded.model, inputs.examples, loaded.tokenizer, settings, log)
     output_dir = Path(output_dir)
     loaded.model.save_pretrained(output_dir)
     loaded.tokenizer.save_pretrained(output_dir)
     ImageProcessorSettings.load(base_dir).save(output_dir)
-    report = {"dialogues": len(pairs), "examples": len(examples), "drill_losses": drill_losses,
-              "epoch_losses": epoch_losses,
+    report = {"dialogues": inputs.dialogues, "examples": len(inputs.examples), "drill_losses": drill_losses,
+              "epoch_losses": epoch_losses, "inputs_digest": inputs_digest,
               "seconds": time.perf_counter() - started, "settings": asdict(settings)}
     (output_dir / "warm_start.json").write_text(json.dumps(report, indent=2))
     return output_dir

@@ -1,0 +1,111 @@
+"""The warm-started weights shipped in the package: reproducible builds, the checks at load, and that
+the shipped copy belongs to this checkout's code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from stateset_agents.embedded import shipped
+from stateset_agents.training.warm_start import (WarmStartSettings, build_warm_started, prepare_warm_start,
+                                                 warm_start_inputs_digest)
+
+MINI = WarmStartSettings(dialogues_per_task=2, copy_drills=64, copy_drill_batch_rows=32, batch_rows=8)
+
+
+@pytest.fixture(scope="module")
+def mini_builds(tiny_model_dir, tmp_path_factory):
+    """Two independent mini warm starts of the test base model with the same settings."""
+    root = tmp_path_factory.mktemp("mini-builds")
+    return [build_warm_started(tiny_model_dir, root / name, MINI, log=lambda message: None) for name in ("a", "b")]
+
+
+def test_a_warm_start_is_rebuilt_bit_for_bit(mini_builds):
+    first, second = mini_builds
+    assert shipped.compare_model_directories(first, second) == []
+    reports = [json.loads((path / "warm_start.json").read_text()) for path in mini_builds]
+    assert reports[0]["inputs_digest"] == reports[1]["inputs_digest"]
+
+
+def test_comparison_finds_a_single_flipped_bit(mini_builds, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in mini_builds[0].iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    tensors = load_file(copy / "model.safetensors")
+    name = sorted(tensors)[0]
+    bits = tensors[name].contiguous().view(-1).view(torch.int32).clone()
+    bits[0] ^= 1  # the lowest mantissa bit of one weight
+    tensors[name] = bits.view(torch.float32).view_as(tensors[name])
+    save_file(tensors, copy / "model.safetensors", metadata={"format": "pt"})
+    problems = shipped.compare_model_directories(mini_builds[0], copy)
+    assert len(problems) == 1 and name in problems[0]
+
+
+def test_the_inputs_digest_follows_what_the_build_trains_on(tiny_model_dir):
+    inputs = prepare_warm_start(tiny_model_dir, MINI)
+    digest = warm_start_inputs_digest(inputs, MINI)
+    assert digest == warm_start_inputs_digest(prepare_warm_start(tiny_model_dir, MINI), MINI)
+    other = replace(MINI, oracle_fraction=0.5)
+    assert warm_start_inputs_digest(prepare_warm_start(tiny_model_dir, other), other) != digest
+    prompt, completion = inputs.examples[0]
+    inputs.examples[0] = (prompt, completion[:-1])  # one token less to learn
+    assert warm_start_inputs_digest(inputs, MINI) != digest
+
+
+def test_a_shipped_copy_is_used_only_when_current_and_intact(mini_builds, tmp_path, monkeypatch):
+    monkeypatch.delenv(shipped.NO_SHIPPED_ENV, raising=False)
+    messages: list[str] = []
+    shipped.write_shipped_copy("mini", mini_builds[0], "fingerprint-1", root=tmp_path,
+                               extra={"inputs_digest": "inputs-1"})
+    use = lambda fingerprint, **kw: shipped.usable_shipped_copy("mini", fingerprint, root=tmp_path,  # noqa: E731
+                                                                log=messages.append, **kw)
+    assert use("fingerprint-1") == tmp_path / "mini"
+    assert use("fingerprint-2") is None and "built here instead" in messages[-1]
+    assert use("fingerprint-2", inputs_digest=lambda: "inputs-1") == tmp_path / "mini"
+    assert use("fingerprint-2", inputs_digest=lambda: "inputs-2") is None
+    monkeypatch.setenv(shipped.NO_SHIPPED_ENV, "1")
+    assert use("fingerprint-1") is None
+    monkeypatch.delenv(shipped.NO_SHIPPED_ENV)
+    weights = tmp_path / "mini" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    assert use("fingerprint-1") is None and "damaged" in messages[-1]
+    assert shipped.usable_shipped_copy("absent", "fingerprint-1", root=tmp_path, log=messages.append) is None
+
+
+def test_ensure_embedded_model_installs_a_current_shipped_copy(mini_builds, tmp_path, monkeypatch):
+    from stateset_agents import embedded
+
+    fingerprint = "mini-fingerprint"
+    built: list[str] = []
+    entry = embedded.EmbeddedModel("mini-shipped", "test model", lambda: fingerprint,
+                                   lambda directory: built.append(str(directory)))
+    monkeypatch.setitem(embedded.EMBEDDED_MODELS, "mini-shipped", entry)
+    monkeypatch.setattr(shipped, "SHIPPED_ROOT", tmp_path / "shipped")
+    monkeypatch.setenv(embedded.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(shipped.NO_SHIPPED_ENV, raising=False)
+    shipped.write_shipped_copy("mini-shipped", mini_builds[0], fingerprint)
+    installed = embedded.ensure_embedded_model("mini-shipped", log=lambda message: None)
+    assert built == [] and installed == tmp_path / "cache" / "models" / "mini-shipped"
+    assert shipped.compare_model_directories(mini_builds[0], installed) == []
+    assert json.loads((installed / embedded.BUILD_INFO).read_text())["shipped"] is True
+
+
+def test_the_packaged_tiny_kimi_belongs_to_this_code():
+    """The shipped tiny-kimi-k2.5 is what this checkout would build (else `make demo` rebuilds it for
+    half an hour). Fails after a change to the warm start's code, settings or data: run
+    `stateset-agents build-tiny-model --ship` and commit the result."""
+    from stateset_agents import embedded
+
+    manifest_path = shipped.shipped_directory("tiny-kimi-k2.5") / shipped.MANIFEST
+    assert manifest_path.exists(), "no shipped tiny-kimi-k2.5: run `stateset-agents build-tiny-model --ship`"
+    manifest = json.loads(manifest_path.read_text())
+    entry = embedded.EMBEDDED_MODELS["tiny-kimi-k2.5"]
+    if manifest["fingerprint"] != entry.fingerprint():
+        assert manifest["inputs_digest"] == entry.inputs_digest(), (
+            "the shipped tiny-kimi-k2.5 is stale: run `stateset-agents build-tiny-model --ship` and commit it")
