@@ -1,4 +1,5 @@
-"""Task registry: built-in tasks by name, plus `register_task` for your own."""
+"""Task registry: built-in tasks by name, `register_task` for your own, and file domains by path
+(`get_task("examples/domains/telecom_billing")`, see `tasks.file_domain`)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,16 @@ def list_tasks() -> list[str]:
 
 
 def get_task(name: str) -> Task:
-    """The task called `name` (one shared instance per name; tasks hold no episode state)."""
+    """The task called `name` (one shared instance per name; tasks hold no episode state), or the file
+    domain at the path `name` (loaded and validated on each call, so edits to its files count)."""
     if name not in _TASKS:
-        raise UnknownTaskError(f"unknown task {name!r}; valid tasks: {', '.join(list_tasks())} "
-                               f"(or register your own with stateset_agents.tasks.registry.register_task)")
+        from stateset_agents.tasks.file_domain import is_domain_path, load_domain
+
+        if is_domain_path(name):
+            return load_domain(name)
+        raise UnknownTaskError(f"unknown task {name!r}; valid tasks: {', '.join(list_tasks())}, or the path of a "
+                               f"file domain (a directory with domain.yaml; register a Task subclass with "
+                               f"stateset_agents.tasks.registry.register_task)")
     if name not in _INSTANCES:
         _INSTANCES[name] = _TASKS[name]()
     return _INSTANCES[name]
