@@ -43,6 +43,24 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", default=None,
                         help="allow model code shipped with the checkpoint")
     parser.add_argument("--seed", type=int, default=None)
+    llm = parser.add_argument_group("LLM customer, LLM judge, custom reward (docs/llm_user_and_judge.md)")
+    llm.add_argument("--user-simulator", choices=["rule", "llm"], default=None,
+                     help="who plays the customer: rule (scripted, the default) or llm (a chat model)")
+    llm.add_argument("--user-model-url", default=None,
+                     help="OpenAI-compatible server of the LLM customer, e.g. http://127.0.0.1:8001 (vLLM)")
+    llm.add_argument("--user-model", default=None,
+                     help="the LLM customer's model: the name sent to --user-model-url, or without a URL a local "
+                          "model run in-process (e.g. tiny-kimi-k2.5)")
+    llm.add_argument("--reward", default=None,
+                     help="your own reward as module:Class (or path/to/file.py:Class) instead of the task's")
+    llm.add_argument("--judge-model-url", default=None, help="OpenAI-compatible server of the LLM judge")
+    llm.add_argument("--judge-model", default=None,
+                     help="the judge's model: the name sent to --judge-model-url, or a local model run in-process")
+    llm.add_argument("--judge-weight", type=float, default=None,
+                     help="share of the reward that comes from the judge, added to the task's reward (0 < w < 1)")
+    llm.add_argument("--judge-mode", choices=["pointwise", "group"], default=None,
+                     help="pointwise: one judge call per episode; group: the group's episodes compared in one call")
+    llm.add_argument("--judge-rubric", default=None, help="a YAML file of the judge's criteria")
 
 
 # flag -> TrainingConfig field (--wandb, --config and --resume are handled apart)
@@ -50,6 +68,9 @@ FLAG_FIELDS = {
     "model": "model_name", "task": "task", "use_lora": "use_lora", "use_4bit": "use_4bit",
     "output_dir": "output_dir", "iterations": "num_outer_iterations", "trust_remote_code": "trust_remote_code",
     "seed": "seed", "wandb_project": "wandb_project",
+    "user_simulator": "user_simulator", "user_model_url": "user_model_url", "user_model": "user_model",
+    "reward": "reward", "judge_model_url": "judge_model_url", "judge_model": "judge_model",
+    "judge_weight": "judge_weight", "judge_mode": "judge_mode", "judge_rubric": "judge_rubric",
 }
 
 
@@ -92,6 +113,9 @@ def describe_config(config) -> str:
 def run_training(config) -> int:
     from stateset_agents.models.loading import ModelNotAvailableError, UnsupportedSettingError
     from stateset_agents.rewards.base import RewardError
+    from stateset_agents.rewards.custom_reward import RewardLoadError
+    from stateset_agents.rewards.llm_judge import RubricError
+    from stateset_agents.rollout.chat_client import ChatModelError
     from stateset_agents.tasks.registry import UnknownTaskError
     from stateset_agents.training.run_dir import RunDirectoryError
     from stateset_agents.training.trainer import GSPOTrainer
@@ -102,7 +126,8 @@ def run_training(config) -> int:
     say(describe_config(config))
     try:
         trainer = GSPOTrainer(config)
-    except (ModelNotAvailableError, UnsupportedSettingError, UnknownTaskError, RunDirectoryError) as error:
+    except (ModelNotAvailableError, UnsupportedSettingError, UnknownTaskError, RunDirectoryError, RewardLoadError,
+            RubricError, ChatModelError) as error:
         return fail(str(error))
     try:
         result = trainer.train()

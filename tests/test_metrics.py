@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from stateset_agents.runs.metrics import (
+    LLM_CONDITIONS,
     METRIC_CONDITIONS,
     METRIC_DOCS,
     MetricsLogger,
@@ -80,7 +81,8 @@ def test_every_logged_key_is_documented_and_every_documented_key_is_logged(real_
     undocumented = sorted(key for key in logged if describe_metric(key) is None)
     assert not undocumented, f"logged but not in METRIC_DOCS: {undocumented}"
     covered = {_documented_pattern(key) for key in logged}
-    vllm_only = {key for key, condition in METRIC_CONDITIONS.items() if condition == "use_vllm"}
+    # keys of vLLM runs and of LLM customer / judge runs: checked by test_vllm_training.py, test_llm_user_training.py
+    vllm_only = {key for key, condition in METRIC_CONDITIONS.items() if condition in ("use_vllm", *LLM_CONDITIONS)}
     assert set(METRIC_DOCS) - covered - vllm_only == set(), "documented but never logged"
     # a key missing from some iteration must say when it is logged
     for record in records:

@@ -3,8 +3,9 @@
 `score_trajectories` calls ``reward_fn.compute_reward(trajectory)`` (or ``reward_fn(trajectory)``
 for a plain callable), sync or async, for all trajectories at once (``asyncio.gather``), turns
 what comes back into `RewardResult`s, and writes ``trajectory.reward`` /
-``trajectory.reward_components``. When a reward raises (or returns something that is not a
-number):
+``trajectory.reward_components``. A reward with ``prepare_batch(trajectories)`` (sync or async) is
+given the whole batch first (an LLM judge scoring each group in one call). When a reward raises (or
+returns something that is not a number):
 
 - ``error_policy="fail"``: raise `RewardError` naming the reward and the scenario id;
 - ``error_policy="skip"``: that trajectory's result is None, and the batch counts it
@@ -63,6 +64,17 @@ async def score_trajectories(reward_fn: Any, trajectories: Sequence[Trajectory],
     if error_policy not in ("fail", "skip"):
         raise ValueError(f"error_policy must be 'fail' or 'skip', got {error_policy!r}")
     fn = _reward_callable(reward_fn)
+    prepare = getattr(reward_fn, "prepare_batch", None)
+    if callable(prepare) and trajectories:
+        try:
+            prepared = prepare(list(trajectories))
+            if inspect.isawaitable(prepared):
+                await prepared
+        except Exception as exc:  # noqa: BLE001 - handled per error_policy, for every trajectory of the batch
+            error = RewardError(reward_name(reward_fn), "(batch preparation)", exc)
+            if error_policy == "fail":
+                raise error from exc
+            return ScoredBatch([None] * len(trajectories), [error])
     outcomes = await asyncio.gather(*(_score_one(fn, trajectory) for trajectory in trajectories))
     results: list[RewardResult | None] = []
     errors: list[RewardError] = []

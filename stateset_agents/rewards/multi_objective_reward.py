@@ -10,10 +10,17 @@ subclass it and override `compute_reward` (the guide's pattern)::
             return reward   # a float (or a RewardResult / dict)
 
 The framework calls rewards through `score_trajectories`, which accepts every return form.
+
+A component may also be asynchronous (``async ascore(trajectory)``, e.g. `rewards.llm_judge.LLMJudge`),
+may look at the whole batch first (``async prepare_batch(trajectories)``, called by
+`score_trajectories` through this class), and may return None for an episode it could not score:
+that component is then left out of the episode's weighted mean (the others' weights renormalised)
+and out of its `components`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -67,14 +74,37 @@ class MultiObjectiveReward:
 
     def score(self, trajectory: Trajectory) -> RewardResult:
         """Synchronous scoring: every component, then their weighted mean."""
-        scores = {component.name: clamp01(component(trajectory)) for component in self.components}
-        total = sum(self.weights[n] * s for n, s in scores.items()) / sum(self.weights.values())
-        return RewardResult(total=total, components=scores)
+        return self.combine({component.name: component(trajectory) for component in self.components})
+
+    async def ascore(self, trajectory: Trajectory) -> RewardResult:
+        """`score`, with asynchronous components (``ascore``) awaited concurrently."""
+        values = await asyncio.gather(*(_component_value(c, trajectory) for c in self.components))
+        return self.combine({component.name: value for component, value in zip(self.components, values)})
+
+    def combine(self, scores: Mapping[str, float | None]) -> RewardResult:
+        """Weighted mean of the component scores (each clamped to [0, 1]); None scores are left out."""
+        present = {name: clamp01(score) for name, score in scores.items() if score is not None}
+        weight = sum(self.weights[name] for name in present)
+        if weight <= 0:
+            skipped = sorted(name for name, score in scores.items() if score is None)
+            raise ValueError(f"no component with a positive weight could score this episode (skipped: {skipped})")
+        total = sum(self.weights[n] * s for n, s in present.items()) / weight
+        return RewardResult(total=total, components=present)
+
+    async def prepare_batch(self, trajectories: Sequence[Trajectory]) -> None:
+        """Let components that judge a batch together (an LLM judge in group mode) see it first."""
+        await asyncio.gather(*(component.prepare_batch(trajectories) for component in self.components
+                               if callable(getattr(component, "prepare_batch", None))))
 
     async def compute_reward(self, trajectory: Trajectory) -> Any:
         """The reward of one trajectory; subclasses may return a float instead."""
-        return self.score(trajectory)
+        return await self.ascore(trajectory)
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{n}={w:g}" for n, w in self.weights.items())
         return f"{type(self).__name__}(name={self.name!r}, weights={{{parts}}})"
+
+
+async def _component_value(component: RewardComponent, trajectory: Trajectory) -> float | None:
+    ascore = getattr(component, "ascore", None)
+    return await ascore(trajectory) if callable(ascore) else component(trajectory)

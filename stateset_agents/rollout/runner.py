@@ -5,16 +5,26 @@ episode then steps its own environment (tools run, the simulated user replies). 
 episodes leave the batch and waiting ones take their place, so the batch stays full. An episode
 whose next prompt is over the agent's prompt-token limit ends there, with end reason
 ``context_limit`` (its turns so far are scored and trained like any ended episode).
+
+The environments of one step are stepped together (``astep`` under one event loop), so simulated
+users backed by a chat model (`user_factory`, envs/llm_user_factory.py) answer concurrently. An
+episode whose user could not reply (`UserChatError`) ends with end reason ``user_error``: it is
+returned (in order, like the others) for the caller to drop, not to score.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from stateset_agents.core.trajectory import Trajectory, TurnSample
+from stateset_agents.envs.llm_user_factory import UserChatError
+
+USER_ERROR = "user_error"
+"""End reason of an episode whose simulated user failed to reply (dropped by the trainer and evaluation)."""
 
 
 @dataclass
@@ -56,9 +66,13 @@ def run_episodes(
     max_turns: int = 6,
     concurrency: int = 32,
     on_episode_done: Callable[[Trajectory], None] | None = None,
+    user_factory: Callable[[Any, dict, int | None], Any] | None = None,
     **sampling,
 ) -> tuple[list[Trajectory], RolloutStats]:
-    """Run every episode to its end; trajectories come back in the order of `specs`."""
+    """Run every episode to its end; trajectories come back in the order of `specs`.
+
+    `user_factory(task, scenario, episode_seed)` makes each episode's simulated user (None: the
+    task's own, the rule-based user)."""
     started = time.perf_counter()
     stats = RolloutStats()
     pending = deque(enumerate(specs))
@@ -67,7 +81,7 @@ def run_episodes(
     while pending or live:
         while pending and len(live) < concurrency:
             index, spec = pending.popleft()
-            env = spec.task.make_env(spec.scenario, max_turns=max_turns)
+            env = _make_env(spec, max_turns, user_factory)
             live[index] = _LiveEpisode(spec, env, list(env.reset()))
         # each conversation declares its own task's tools; mixed tasks still share one generate call
         prompts = {i: agent.encode(e.messages, e.spec.task.tools.schemas()) for i, e in live.items()}
@@ -84,10 +98,8 @@ def run_episodes(
         turns = agent.generate_encoded([prompts[i] for i in order], seeds=seeds, **sampling)
         stats.generate_calls += 1
         stats.batch_sizes.append(len(order))
-        for index, turn in zip(order, turns):
-            episode = live[index]
-            stats.completion_tokens += len(turn.completion_ids)
-            result = _advance(episode, turn)
+        stats.completion_tokens += sum(len(turn.completion_ids) for turn in turns)
+        for index, result in zip(order, _step_all([live[i] for i in order], turns)):
             if result is not None:
                 finished[index] = result
                 stats.episodes += 1
@@ -98,11 +110,41 @@ def run_episodes(
     return [finished[i] for i in range(len(specs))], stats
 
 
-def _advance(episode: _LiveEpisode, turn: TurnSample) -> Trajectory | None:
-    """Apply the sampled turn to the episode; return its Trajectory when it ended."""
-    episode.turns.append(turn)
-    episode.messages.append(turn.parsed.to_message())
-    result = episode.env.step(turn.parsed)
+def _make_env(spec: EpisodeSpec, max_turns: int, user_factory):
+    if user_factory is None:
+        return spec.task.make_env(spec.scenario, max_turns=max_turns)
+    return spec.task.make_env(spec.scenario, max_turns=max_turns,
+                              user=lambda scenario: user_factory(spec.task, scenario, spec.seed))
+
+
+def _step_all(episodes: list[_LiveEpisode], turns: list[TurnSample]) -> list[Trajectory | None]:
+    """Apply each sampled turn to its episode, all environments at once; each ended episode's Trajectory."""
+    from stateset_agents.rollout.vllm_client import run_sync
+
+    for episode, turn in zip(episodes, turns):
+        episode.turns.append(turn)
+        episode.messages.append(turn.parsed.to_message())
+
+    async def step(episode: _LiveEpisode, turn: TurnSample):
+        astep = getattr(episode.env, "astep", None)  # a duck-typed environment may be synchronous only
+        try:
+            return await astep(turn.parsed) if astep is not None else episode.env.step(turn.parsed)
+        except UserChatError as error:
+            return error
+
+    results = run_sync(_gather(step(e, t) for e, t in zip(episodes, turns)))
+    return [_after_step(episode, result) for episode, result in zip(episodes, results)]
+
+
+async def _gather(coroutines) -> list:
+    return list(await asyncio.gather(*coroutines))
+
+
+def _after_step(episode: _LiveEpisode, result) -> Trajectory | None:
+    if isinstance(result, UserChatError):
+        trajectory = _end(episode, USER_ERROR)
+        trajectory.state["user_error"] = str(result)
+        return trajectory
     episode.messages.extend(result.messages)
     if not result.done:
         return None

@@ -51,7 +51,8 @@ METRIC_DOCS: dict[str, str] = {
                                       "summed over its turns.",
     "episode/end_reasons/<reason>": "Number of the batch's episodes that ended for <reason> "
                                     "(success, user_done, user_gave_up, max_turns, unknown; context_limit: "
-                                    "the next prompt was over max_prompt_tokens).",
+                                    "the next prompt was over max_prompt_tokens; user_error: the LLM customer "
+                                    "could not reply and the episode was dropped).",
     "groups/zero_variance": "Number of groups whose rewards were all equal: advantages are zero, "
                             "so they contribute no policy gradient.",
     "groups/total": "Number of groups (prompts, each sampled group_size times) in the batch.",
@@ -115,10 +116,27 @@ METRIC_DOCS: dict[str, str] = {
                               "importance weight, never as on-policy.",
     "time/weight_sync": "Wall-clock seconds making the sampling engine use the updated policy (export and "
                         "reload, or adapter load).",
+    # --- the LLM customer and the LLM judge (training/llm_setup.py)
+    "user/llm_requests": "Requests sent to the LLM customer's model since the previous iteration's count (the "
+                         "evaluation in between included); cache hits are not requests.",
+    "user/llm_cache_hits": "LLM customer replies answered from the cache (llm_cache/user.jsonl) since the "
+                           "previous iteration's count: the same scenario, conversation and seed seen before.",
+    "user/llm_failures": "Episodes of the batch dropped (not scored, not trained) because the LLM customer "
+                         "could not reply after its retries; each is logged with the scenario and the error.",
+    "judge/requests": "Requests sent to the LLM judge since the previous iteration's count (the evaluation in "
+                      "between included): one per episode (pointwise) or per group (group mode), cache hits "
+                      "excluded.",
+    "judge/cache_hits": "LLM judge answers taken from the cache (llm_cache/judge.jsonl) since the previous "
+                        "iteration's count.",
+    "judge/skipped": "Episodes the judge could not score since the previous iteration's count (endpoint "
+                     "failed, or an answer that is not the JSON asked for); their reward leaves the judge out "
+                     "(the other components renormalised). Each skip is logged with the reason.",
     # --- evaluation
     "eval/reward_mean": "Mean total reward on the held-out evaluation scenarios.",
     "eval/reward_std": "Standard deviation of the total reward on the evaluation scenarios.",
     "eval/success_rate": "Success rate on the held-out evaluation scenarios.",
+    "eval/user_failures": "Evaluation episodes dropped because the LLM customer could not reply (left out "
+                          "of eval/reward_mean and eval/success_rate).",
     # --- continual learning
     "continual/kl_teacher": "KL(pi_theta || pi_teacher) per sampled token to the frozen "
                             "previous-task adapter (distillation / forgetting signal).",
@@ -147,7 +165,17 @@ METRIC_CONDITIONS: dict[str, str] = {
     "eval/reward_std": "eval_every > 0, every eval_every iterations",
     "eval/success_rate": "eval_every > 0, every eval_every iterations",
     "reward/<component>": "a reward with components (the tasks' default rewards have them)",
+    "user/llm_requests": "user_simulator='llm'",
+    "user/llm_cache_hits": "user_simulator='llm'",
+    "user/llm_failures": "user_simulator='llm'",
+    "judge/requests": "judge_weight > 0",
+    "judge/cache_hits": "judge_weight > 0",
+    "judge/skipped": "judge_weight > 0",
+    "eval/user_failures": "user_simulator='llm' and eval_every > 0, every eval_every iterations",
 }
+LLM_CONDITIONS = ("user_simulator='llm'", "judge_weight > 0",
+                  "user_simulator='llm' and eval_every > 0, every eval_every iterations")
+"""Conditions of the keys tests/test_llm_user_training.py checks (the LLM customer and judge runs)."""
 
 # How a statistic combines over the micro-batches of an optimizer step and over the steps of an
 # iteration: extremes stay extremes, counts add up; every other key is a (weighted) mean.

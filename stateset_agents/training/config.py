@@ -151,6 +151,45 @@ class TrainingConfig(BaseModel):
         "(Yao et al. 2025, 'Your efficient RL framework secretly brings you off-policy RL training'; verl's "
         "TIS). Caps the variance that rare large ratios would add; 2 is verl's default."))
 
+    # --- the simulated customer, the LLM judge, a custom reward (docs/llm_user_and_judge.md) ------
+    user_simulator: Literal["rule", "llm"] = Field("rule", description=(
+        "Who plays the customer: rule (the scripted RuleBasedUser) or llm (a chat model briefed with the "
+        "scenario, envs/llm_user.py), in training rollouts and evaluation."))
+    user_model_url: str | None = Field(None, description=(
+        "OpenAI-compatible server of the LLM customer (/v1/chat/completions: vLLM, SGLang, a hosted API), e.g. "
+        "http://127.0.0.1:8001. None: run user_model in this process with transformers."))
+    user_model: str | None = Field(None, description=(
+        "The LLM customer's model: the name sent to user_model_url (None: the server's first model), or without "
+        "a URL a local model (embedded name, directory or hub id) run in-process."))
+    user_temperature: float = Field(0.7, ge=0.0, description=(
+        "Sampling temperature of the LLM customer; each reply is seeded by its episode, so reruns repeat."))
+    user_max_tokens: int = Field(128, ge=1, description="Most tokens of one LLM customer reply.")
+    judge_model_url: str | None = Field(None, description=(
+        "OpenAI-compatible server of the LLM judge (rewards/llm_judge.py). None: run judge_model in this process."))
+    judge_model: str | None = Field(None, description=(
+        "The judge's model: the name sent to judge_model_url (None: the server's first model), or without a URL "
+        "a local model run in-process."))
+    judge_rubric: str | list[str | dict[str, Any]] | None = Field(None, description=(
+        "The judge's criteria: a list of 'name: description' (or {name, description, weight}), or a YAML file "
+        "of them; None = resolution, policy, communication. Each is scored 0-10."))
+    judge_mode: Literal["pointwise", "group"] = Field("pointwise", description=(
+        "pointwise: one judge call per episode; group: one call per group, the episodes compared side by side "
+        "(as ART's RULER)."))
+    judge_weight: float = Field(0.0, ge=0.0, lt=1.0, description=(
+        "Share of the reward that comes from the judge, added as a component of the task's reward (the other "
+        "weights keep their ratios); 0 = no judge."))
+    judge_temperature: float = Field(0.0, ge=0.0, description="Sampling temperature of the judge (0: greedy).")
+    judge_max_tokens: int = Field(512, ge=1, description="Most tokens of one judge answer.")
+    llm_concurrency: int = Field(8, ge=1, description="Requests in flight at once to each LLM endpoint.")
+    llm_max_retries: int = Field(3, ge=0, description=(
+        "Retries of an LLM request that failed in a way that may pass (connection, timeout, HTTP 429/5xx); after "
+        "them the episode is dropped (customer) or the judge skipped, logged and counted, never a crash."))
+    llm_retry_backoff: float = Field(0.5, ge=0.0, description="Seconds before the first retry, doubling each time.")
+    llm_timeout: float = Field(120.0, gt=0.0, description="Seconds to wait for one LLM answer.")
+    reward: str | None = Field(None, description=(
+        "Your own reward as 'module:Name' (or 'path/to/file.py:Name'): a class, instantiated with no arguments "
+        "or with the task, or a function trajectory -> reward. None = the task's default reward."))
+
     # --- continual learning ----------------------------------------------------------------------
     continual_strategy: Literal["none", "replay", "lwf", "replay_lwf"] = Field("none", description=(
         "Keeping earlier tasks while training later ones: replay (mix stored episodes of earlier "
@@ -220,7 +259,8 @@ class TrainingConfig(BaseModel):
     # --- cross-field validators ------------------------------------------------------------------
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainingConfig:
-        for check in (_check_batch_geometry, _check_clip_range, _check_lora, _check_vllm, _check_continual):
+        for check in (_check_batch_geometry, _check_clip_range, _check_lora, _check_vllm, _check_continual,
+                      _check_llm_user_and_judge):
             check(self)
         return self
 
@@ -467,3 +507,27 @@ def _check_continual(config: TrainingConfig) -> None:
             UserWarning,
             stacklevel=4,
         )
+
+
+def _check_llm_user_and_judge(config: TrainingConfig) -> None:
+    import re
+
+    from stateset_agents.rewards.custom_reward import REWARD_SPEC_PATTERN
+
+    if config.reward is not None and not re.match(REWARD_SPEC_PATTERN, config.reward):
+        raise ValueError(f"reward {config.reward!r} must read 'module:Name' (e.g. my_rewards:KimiReward or "
+                         "path/to/rewards.py:KimiReward)")
+    for field in ("user_model_url", "judge_model_url"):
+        url = getattr(config, field)
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{field} {url!r} must start with http:// or https:// (e.g. http://127.0.0.1:8001)")
+    if config.user_simulator == "llm" and not (config.user_model_url or config.user_model):
+        raise ValueError("user_simulator='llm' needs user_model_url (an OpenAI-compatible server) or user_model (a "
+                         "local model run in-process, e.g. tiny-kimi-k2.5)")
+    if config.judge_weight > 0 and not (config.judge_model_url or config.judge_model):
+        raise ValueError(f"judge_weight={config.judge_weight} needs judge_model_url (an OpenAI-compatible server) or "
+                         "judge_model (a local model run in-process)")
+    judge_set = [f for f in ("judge_model_url", "judge_model", "judge_rubric") if getattr(config, f) is not None]
+    if judge_set and config.judge_weight == 0:
+        raise ValueError(f"{', '.join(judge_set)} set but judge_weight is 0: the judge would never be asked. Set "
+                         "judge_weight (its share of the reward, e.g. 0.3), or unset the judge settings")

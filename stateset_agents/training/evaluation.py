@@ -1,7 +1,10 @@
 """Held-out evaluation: run a task's scenarios through the real environment loop and score them.
 
 Sampling uses its own seeded RNG (the caller's RNG state is saved and restored), so evaluating
-in the middle of training neither perturbs the run nor depends on where it happens.
+in the middle of training neither perturbs the run nor depends on where it happens. With an LLM
+customer (`user_factory`), episodes whose customer could not reply are left out of every mean and
+counted (``user_failures``); its replies are cached by episode seed and conversation, so a repeat
+evaluation of the same weights replays them exactly.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
+from stateset_agents.rollout.runner import USER_ERROR, EpisodeSpec, run_episodes
 
 
 @contextmanager
@@ -40,7 +43,8 @@ def is_success(trajectory) -> bool:
 
 
 def summarize(trajectories, results) -> dict[str, Any]:
-    """Mean/std reward, success rate and mean components over scored trajectories."""
+    """Mean/std reward, success rate and mean components over scored trajectories; `user_failures`
+    counts the episodes dropped because their LLM customer failed."""
     scored = [(t, r) for t, r in zip(trajectories, results) if r is not None]
     rewards = [r.total for _, r in scored]
     summary: dict[str, Any] = {
@@ -49,10 +53,11 @@ def summarize(trajectories, results) -> dict[str, Any]:
         "success_rate": statistics.fmean(is_success(t) for t, _ in scored) if scored else float("nan"),
         "episodes": len(scored),
         "turns_mean": statistics.fmean(t.num_turns for t, _ in scored) if scored else 0.0,
+        "user_failures": sum(t.end_reason == USER_ERROR for t in trajectories),
     }
     components = sorted({name for _, r in scored for name in r.components})
-    for name in components:
-        summary[f"component/{name}"] = statistics.fmean(r.components.get(name, 0.0) for _, r in scored)
+    for name in components:  # over the episodes the component scored (an LLM judge may skip some)
+        summary[f"component/{name}"] = statistics.fmean(r.components[name] for _, r in scored if name in r.components)
     return summary
 
 
@@ -67,6 +72,7 @@ def evaluate(
     concurrency: int = 32,
     seed: int = 1234,
     parallel=None,
+    user_factory=None,
     **sampling,
 ) -> dict[str, Any]:
     """Mean reward and success rate of `agent` on `scenarios` (each sampled `samples_per_scenario` times).
@@ -81,8 +87,10 @@ def evaluate(
     indices = parallel.share(range(len(specs))) if parallel is not None and parallel.enabled else range(len(specs))
     with isolated_rng(seed):
         trajectories, _ = run_episodes(agent, [specs[i] for i in indices], max_turns=max_turns,
-                                       concurrency=concurrency, **sampling)
-    results = score_trajectories_sync(reward_fn, trajectories, error_policy="skip")
+                                       concurrency=concurrency, user_factory=user_factory, **sampling)
+    scorable = [t for t in trajectories if t.end_reason != USER_ERROR]  # dropped: the customer failed
+    scored = iter(score_trajectories_sync(reward_fn, scorable, error_policy="skip"))
+    results = [None if t.end_reason == USER_ERROR else next(scored) for t in trajectories]
     if parallel is not None and parallel.enabled:
         from stateset_agents.training.distributed import gather_in_order
 

@@ -36,6 +36,8 @@ from stateset_agents.training.continual import ContinualLearner, rows_from_repla
 from stateset_agents.training.distributed import DataParallel, SilentLogger, gather_in_order
 from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
 from stateset_agents.training.evaluation import evaluate, is_success, summarize
+from stateset_agents.training.llm_setup import LLMServices
+from stateset_agents.rollout.runner import USER_ERROR
 from stateset_agents.training.policy import build_optimizer, prepare_policy, reference_context
 from stateset_agents.training.run_dir import check_run_directory
 from stateset_agents.training.scenario_sampler import ScenarioSampler
@@ -113,6 +115,12 @@ class GSPOTrainer:
         if self.parallel.enabled:
             log(f"data parallel: {self.parallel.describe()}")
         self.custom_reward = reward_fn
+        # the LLM customer and judge, and every task's reward: built (endpoints checked, a `reward: module:Class`
+        # imported) before the model loads, so a bad setting fails in seconds
+        self.llm = LLMServices(config, self.output_dir, device=self.parallel.device or config.device,
+                               rank=self.parallel.rank, custom_reward=reward_fn, log=log)
+        for task in self.tasks:
+            self.llm.reward_for(task)
         seed_everything(config.seed)
         self.agent = agent or Agent(agent_config_for(config, device=self.parallel.device))
         self.policy = prepare_policy(self.agent.model, config, log)
@@ -173,7 +181,8 @@ class GSPOTrainer:
         return min(iteration // per_task, len(self.tasks) - 1)
 
     def reward_for(self, task):
-        return self.custom_reward if self.custom_reward is not None else task.default_reward()
+        """`reward_fn`, else the config's `reward: module:Class`, else the task's own; plus the judge when on."""
+        return self.llm.reward_for(task)
 
     # -- one iteration -------------------------------------------------------------------
     def iteration(self, iteration: int) -> dict[str, Any]:
@@ -190,7 +199,7 @@ class GSPOTrainer:
         failure, local = None, []
         try:
             local, _ = run_episodes(self.agent, [specs[i] for i in mine], max_turns=config.max_turns,
-                                    concurrency=config.rollout_concurrency)
+                                    concurrency=config.rollout_concurrency, user_factory=self.llm.user_factory)
             sampler_version = self.rollout_engine.version if self.rollout_engine else self.policy_version
             for trajectory in local:  # the optimizer steps the sampling weights had taken
                 for turn in trajectory.turns:
@@ -214,6 +223,8 @@ class GSPOTrainer:
         sync_seconds = self._sync_rollout_weights()
         metrics = self._iteration_metrics(iteration, task.name, trajectories, results, advantage_stats, update_stats)
         metrics.update(self.continual.metrics(len(kept), len(replayed)))
+        metrics.update(self.llm.metrics(trajectories))
+        user_failures = sum(t.end_reason == USER_ERROR for t in trajectories)  # dropped, not a reward failure
         metrics.update(mismatch)
         if self.rollout_engine is not None:
             metrics["time/weight_sync"] = sync_seconds
@@ -221,7 +232,7 @@ class GSPOTrainer:
         metrics.update({
             "tokens/completion": completion_tokens,
             "tokens/per_second": completion_tokens / max(rollout_seconds, 1e-9),
-            "rewards/skipped": len(trajectories) - len(kept),
+            "rewards/skipped": len(trajectories) - len(kept) - user_failures,
             "time/rollout": rollout_seconds, "time/reward": reward_seconds, "time/update": update_seconds,
             "time/iteration": time.perf_counter() - started,
         })
@@ -246,7 +257,11 @@ class GSPOTrainer:
     def _score(self, task, trajectories):
         from stateset_agents.rewards.batch_rewards import score_trajectories_sync
 
-        results = score_trajectories_sync(self.reward_for(task), trajectories, error_policy=self.config.reward_error_policy)
+        # an episode whose LLM customer failed is dropped unscored (counted in user/llm_failures)
+        scorable = [t for t in trajectories if t.end_reason != USER_ERROR]
+        scored = iter(score_trajectories_sync(self.reward_for(task), scorable,
+                                              error_policy=self.config.reward_error_policy))
+        results = [None if t.end_reason == USER_ERROR else next(scored) for t in trajectories]
         for trajectory, result in zip(trajectories, results):
             if result is not None:
                 trajectory.reward, trajectory.reward_components = result.total, dict(result.components)
@@ -472,9 +487,12 @@ class GSPOTrainer:
         scenarios = task.eval_scenarios()[: self.config.eval_scenarios]
         summary = evaluate(self.agent, task, scenarios, self.reward_for(task), max_turns=self.config.max_turns,
                            concurrency=self.config.rollout_concurrency, seed=self.config.seed + 10_000,
-                           parallel=self.parallel)
-        return {"eval/reward_mean": summary["reward_mean"], "eval/reward_std": summary["reward_std"],
-                "eval/success_rate": summary["success_rate"]}
+                           parallel=self.parallel, user_factory=self.llm.user_factory)
+        metrics = {"eval/reward_mean": summary["reward_mean"], "eval/reward_std": summary["reward_std"],
+                   "eval/success_rate": summary["success_rate"]}
+        if self.llm.user_factory is not None:
+            metrics["eval/user_failures"] = summary["user_failures"]
+        return metrics
 
     # -- checkpoints -----------------------------------------------------------------------
     def trainer_state(self) -> dict[str, Any]:
