@@ -25,7 +25,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                         help="model name: embedded (tiny-kimi-k2.5, the default), local directory, or hub id "
                              "(moonshotai/Kimi-K2.5)")
     parser.add_argument("--task", default=None,
-                        help="customer_service (default), technical_support, sales, or a comma-separated sequence")
+                        help="customer_service (default), technical_support, sales, the path of a file domain "
+                             "(examples/domains/telecom_billing, see docs/domains.md), or a comma-separated sequence")
     lora = parser.add_mutually_exclusive_group()
     lora.add_argument("--use-lora", dest="use_lora", action="store_true", default=None,
                       help="train LoRA adapters (the default of the Kimi preset)")
@@ -80,12 +81,13 @@ def config_from_args(args: argparse.Namespace):
     from stateset_agents.training.config import TrainingConfig
     from stateset_agents.training.kimi25_config import get_kimi25_config
     from stateset_agents.training.run_dir import saved_run_config
+    from stateset_agents.tasks.file_domain import task_slug
 
     given = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items() if getattr(args, flag) is not None}
     if args.resume:
         given["resume"] = True
     task = given.get("task", "customer_service")
-    output_dir = given.get("output_dir") or f"./outputs/{task.replace(',', '_')}_gspo"
+    output_dir = given.get("output_dir") or f"./outputs/{task_slug(task)}_gspo"  # a domain path: its name
     saved = saved_run_config(output_dir) if args.resume and not args.config else None
     if args.config:
         config = TrainingConfig.from_file(args.config).replace(**given)

@@ -196,7 +196,8 @@ def _validate(model: type[BaseModel], data: Any, path: Path_, doc: YamlDocument)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
+        # an unknown field first: a misspelt field usually also shows up as a required one missing
+        errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
         first = errors[0]
         at = (*path, *_data_path(data, first))
         more = f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} after this one)" if len(errors) > 1 else ""

@@ -15,6 +15,7 @@ field: ``docs/domains.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,8 +36,8 @@ from stateset_agents.tasks.domain_tools import VIOLATED_POLICIES, ScopeChecker, 
 from stateset_agents.tasks.domain_yaml import DomainError, YamlDocument, load_yaml_document
 from stateset_agents.tasks.scenario_records import ScenarioError, load_scenarios
 
-__all__ = ["FileDomainTask", "PolicyKept", "DomainError", "load_domain", "is_domain_path", "domain_file",
-           "DOMAIN_FILE", "SCENARIO_NAMES"]
+__all__ = ["FileDomainTask", "PolicyKept", "DomainError", "load_domain", "is_domain_path", "domain_file", "task_slug",
+           "DOMAIN_FILE", "SCENARIO_NAMES", "domain_notes", "DOMAINS_RECORD"]
 
 DOMAIN_FILE = "domain.yaml"
 SCENARIO_NAMES = ("id", "family", "persona", "topic", "opening", "facts", "world", "goal", "solution", "scenario")
@@ -58,6 +59,17 @@ def is_domain_path(name: str) -> bool:
     return "/" in name or os.sep in name or name.endswith((".yaml", ".yml")) or Path(name).is_dir()
 
 
+def task_slug(task: str) -> str:
+    """A run-directory name for a task or comma-separated sequence: names as they are, domain paths
+    by their directory (or file) name: ``examples/domains/telecom_billing,sales`` -> ``telecom_billing_sales``."""
+    def one(name: str) -> str:
+        if not is_domain_path(name):
+            return name
+        path = Path(name)
+        return path.parent.name if path.name in (DOMAIN_FILE, "domain.yml") else path.stem
+    return "_".join(one(name.strip()) for name in task.split(","))
+
+
 def domain_file(source: str | Path) -> Path:
     """The domain's YAML file: `source` itself, or ``domain.yaml`` inside the directory `source`."""
     path = Path(source)
@@ -75,6 +87,29 @@ def domain_file(source: str | Path) -> Path:
 def load_domain(source: str | Path) -> FileDomainTask:
     """The validated domain at `source` (a directory or its YAML file); `DomainError` names any problem."""
     return FileDomainTask(source)
+
+
+DOMAINS_RECORD = "domains.json"
+
+
+def domain_notes(tasks: list[Any], output_dir: str | Path, *, resume: bool, write: bool = True) -> list[str]:
+    """What a run logs about its file domains: source and content digest of each, and on resume
+    which ones changed since the run recorded them (the run goes on with the new content: a
+    fixed typo in a scenario should not strand a run). Records ``{source: sha256}`` in
+    ``output_dir/domains.json`` when `write`."""
+    domains = {task.source: task.digest for task in tasks if isinstance(task, FileDomainTask)}
+    if not domains:
+        return []
+    record = Path(output_dir) / DOMAINS_RECORD
+    saved = json.loads(record.read_text(encoding="utf-8")) if resume and record.is_file() else {}
+    notes = [f"task {task.describe_source()}" for task in tasks if isinstance(task, FileDomainTask)]
+    notes += [f"resume: domain {source} changed since the run recorded it (sha256 {saved[source][:12]} -> "
+              f"{digest[:12]}); training goes on with the files as they are now"
+              for source, digest in domains.items() if source in saved and saved[source] != digest]
+    if write:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({**saved, **domains}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return notes
 
 
 class PolicyKept:
@@ -191,10 +226,11 @@ class FileDomainTask(Task):
             if arg not in properties:
                 raise ValueError(f"{where}.args.{arg}: {name} has no parameter {arg!r} "
                                  f"(parameters: {', '.join(properties) or 'none'})")
-        if complete:
-            _, problem = tool.validate(dict(args))
-            if problem:
-                raise ValueError(f"{where}.args: {problem}")
+        # a goal names only the arguments that matter: their types are checked, absent ones are free
+        checked = tool if complete else dataclasses.replace(tool, required=[])
+        _, problem = checked.validate(dict(args))
+        if problem:
+            raise ValueError(f"{where}.args: {problem}")
 
     def check_world(self, scenario: Mapping[str, Any]) -> None:
         world = scenario.get("world", {})

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -52,7 +53,9 @@ class TrainingConfig(BaseModel):
     seed: int = Field(0, ge=0, description="Seed for scenario sampling, sampling and minibatch order.")
     task: str = Field("customer_service", description=(
         "Task name, or several separated by commas (or a list) to train on them in sequence "
-        "(continual learning): customer_service, technical_support, sales, or a registered task."))
+        "(continual learning): customer_service, technical_support, sales, a registered task, or the path "
+        "of a file domain (examples/domains/telecom_billing; docs/domains.md), kept as given and resolved "
+        "against the working directory when the run (or its resume) loads it."))
     resume: bool = Field(False, description="Continue from the latest complete checkpoint in output_dir.")
 
     # --- model and LoRA --------------------------------------------------------------------------
@@ -226,9 +229,12 @@ class TrainingConfig(BaseModel):
     @field_validator("task", mode="before")
     @classmethod
     def _task_to_text(cls, value: Any) -> Any:
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value  # a domain's Path
         names = value.split(",") if isinstance(value, str) else value
+        if isinstance(names, (list, tuple)):
+            names = [os.fspath(n) if isinstance(n, os.PathLike) else n for n in names]
         if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-            raise ValueError("task must be a name, comma-separated names, or a list of names")
+            raise ValueError("task must be a name or domain path, comma-separated ones, or a list of them")
         names = [name.strip() for name in names]
         if not names or not all(names):
             raise ValueError(f"task has an empty name: {value!r}")

@@ -12,8 +12,9 @@ What it sets, and why (see the guide and DESIGN.md):
 - Kimi's sampling advice: thinking on, temperature 1.0 with thinking (0.6 without), top_p 0.95;
 - `dtype="auto"`: bfloat16 on GPU, float32 on CPU; LoRA targets "auto" (MLA attention, dense and
   shared MLPs, routed experts; lora_dropout stays 0 as expert adapters require);
-- the task's system prompt: a registered task's own (it states the tools and policies), a generic
-  Kimi prompt for other names; none for a comma-separated task sequence (each task uses its own).
+- the task's system prompt: a registered task's or file domain's own (it states the tools and
+  policies), a generic Kimi prompt for other names; none for a comma-separated task sequence (each
+  task uses its own).
 
 Generation length: 4096 new tokens per turn for real checkpoints (thinking is long); embedded
 tiny models (`tiny-*`) keep the short CPU default. Every keyword in `overrides` must be a
@@ -65,9 +66,13 @@ def kimi25_system_prompt(task: str) -> str | None:
     None for a comma-separated sequence of tasks."""
     if "," in task:
         return None
+    from stateset_agents.tasks.file_domain import is_domain_path
     from stateset_agents.tasks.registry import get_task, list_tasks
 
-    return get_task(task).system_prompt if task in list_tasks() else GENERIC_SYSTEM_PROMPT
+    # a file domain's prompt states its tools and policies, like a built-in's (loading it also
+    # validates it before anything else runs)
+    known = task in list_tasks() or is_domain_path(task)
+    return get_task(task).system_prompt if known else GENERIC_SYSTEM_PROMPT
 
 
 def get_kimi25_config(

@@ -101,6 +101,7 @@ class GSPOTrainer:
     """Trains an agent with GSPO (or GRPO / GSPO-token) on one task or a sequence of tasks."""
 
     def __init__(self, config, *, agent: Agent | None = None, reward_fn=None, log: Callable[[str], None] = print):
+        from stateset_agents.tasks.file_domain import domain_notes
         from stateset_agents.tasks.registry import get_task
 
         self.config = config
@@ -111,6 +112,8 @@ class GSPOTrainer:
         # before the model loads (minutes for a real checkpoint) and before anything is written
         for change in check_run_directory(config):
             log(f"resume: {change} (allowed on resume; recorded in config.yaml)")
+        for note in domain_notes(self.tasks, self.output_dir, resume=config.resume, write=self.parallel.is_main):
+            log(note)  # a file domain's digest (domains.json): what the run trained on, changes on resume
         self.parallel.barrier()  # every rank has checked the directory before rank 0 writes into it
         if self.parallel.enabled:
             log(f"data parallel: {self.parallel.describe()}")
