@@ -120,6 +120,32 @@ def test_contract_blocks_a_downgrade_but_not_an_upgrade(telecom):
         assert state["plan_changes"] == [{"account": account, "old": current, "new": "unlimited"}]
 
 
+def test_expressions_and_templates():
+    from stateset_agents.tasks.domain_expressions import ExpressionError, parse_expression, parse_template
+
+    scope = {"order": {"total": 25.0, "status": "delivered", "eta": None}, "amount": 30, "cap": 500,
+             "refunds": [{"order_id": "A1"}, {"order_id": "A2"}, {"order_id": "A1"}], "key": "A1"}
+    value = lambda text: parse_expression(text).evaluate(scope)  # noqa: E731
+    assert value("0 < amount <= cap and order.status == 'delivered'") is True
+    assert value("amount > order.total + 0.005") is True and value("not (amount > cap)") is True
+    assert value("count(refunds, order_id=key)") == 2 and value("order.eta is None") is True
+    assert value("order['total'] if true else 0") == 25.0 and value("[1, 2][1]") == 2
+    assert value("false or 'x'") == "x" and value("0 and undefined_is_never_read") == 0  # short-circuits
+    assert parse_expression("order.total + amount").fields == (("order", "total"),)
+    assert parse_template("{amount}").render(scope) == 30  # one bare field keeps its type
+    assert parse_template("{money(order.total)} vs {amount:.1f} {{literal}} {amount != cap}").render(scope) == \
+        "$25.00 vs 30.0 {literal} True"
+    with pytest.raises(ExpressionError, match="has no field 'totl'"):
+        value("order.totl")
+    for bad, why in [("(lambda: 1)()", "not available"), ("[x for x in refunds]", "ListComp is not supported"),
+                     ("order.__class__", "starting with '_'"), ("refunds[0:1]", "slices"),
+                     ("open('f')", "open() is not available")]:
+        with pytest.raises(ExpressionError, match=re.escape(why)):
+            parse_expression(bad)
+    with pytest.raises(ExpressionError, match="single '}'"):
+        parse_template("a } b")
+
+
 # -- scripted agents ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("split", ["train", "eval"])
