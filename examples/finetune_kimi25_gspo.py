@@ -3,6 +3,8 @@
     python examples/finetune_kimi25_gspo.py --model tiny-kimi-k2.5 --task customer_service --use-lora
     python examples/finetune_kimi25_gspo.py --model moonshotai/Kimi-K2.5 --task technical_support \
         --use-lora --wandb --wandb-project kimi25-rl-training
+    python examples/finetune_kimi25_gspo.py --model tiny-kimi-k2.5 --task examples/domains/telecom_billing \
+        --use-lora      # a support domain declared in files (docs/domains.md)
 
 Reads top to bottom: flags -> TrainingConfig (the Kimi-K2.5 preset, see
 stateset_agents/training/kimi25_config.py) -> GSPOTrainer -> metrics, checkpoints, report.
