@@ -431,6 +431,7 @@ def iteration_records(out: Path) -> list[dict]:
     return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "event" not in r]
 
 
+@pytest.mark.slow  # 25 s on 2 quiet cores, 85 s on busy ones
 def test_train_one_iteration_on_a_domain(tmp_path, monkeypatch, tiny_model_dir, capsys):
     import argparse
 
