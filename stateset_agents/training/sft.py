@@ -105,10 +105,12 @@ class SFTResult:
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest Trainer checkpoint of a run (None when there is none)."""
+    directory = Path(output_dir) / CHECKPOINTS
+    if not directory.is_dir():
+        return None
     from transformers.trainer_utils import get_last_checkpoint
 
-    directory = Path(output_dir) / CHECKPOINTS
-    found = get_last_checkpoint(str(directory)) if directory.is_dir() else None
+    found = get_last_checkpoint(str(directory))
     return Path(found) if found else None
 
 
@@ -151,6 +153,12 @@ def lora_config(model, settings: SFTSettings, log: Callable[[str], None]):
     return plan.build_lora_config(settings.lora_r, settings.lora_alpha)
 
 
+def _checkpointing_field(config_class) -> str:
+    """transformers 5.2x renamed `gradient_checkpointing` to `activation_checkpointing` (the old name warns)."""
+    fields = config_class.__dataclass_fields__
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+
+
 def trainer_arguments(settings: SFTSettings, bf16: bool, on_cpu: bool):
     from trl import SFTConfig
 
@@ -171,7 +179,7 @@ def trainer_arguments(settings: SFTSettings, bf16: bool, on_cpu: bool):
         data_seed=settings.seed,
         max_length=None,  # sft_data set long turns apart whole: truncation would cut the target
         completion_only_loss=True,
-        gradient_checkpointing=settings.gradient_checkpointing,
+        **{_checkpointing_field(SFTConfig): settings.gradient_checkpointing},
         bf16=bf16,  # TRL's default turns bf16 autocast on; only a bf16 model gets it here
         use_cpu=on_cpu,
         report_to=settings.report_to or "none",
@@ -181,6 +189,10 @@ def trainer_arguments(settings: SFTSettings, bf16: bool, on_cpu: bool):
 
 def run_sft(settings: SFTSettings, log: Callable[[str], None] = print, callbacks: list | None = None) -> SFTResult:
     """Validate the transcripts, train, and write the output directory (module docstring)."""
+    started = time.perf_counter()
+    check_output_dir(settings)
+    transcripts = read_transcripts(settings.data)  # before anything heavy loads: bad data fails in a second
+
     import torch
     from trl import SFTTrainer
 
@@ -188,9 +200,6 @@ def run_sft(settings: SFTSettings, log: Callable[[str], None] = print, callbacks
     from stateset_agents.models.loading import LoadSettings, load_model
     from stateset_agents.rollout.encoding import PromptEncoder
 
-    started = time.perf_counter()
-    check_output_dir(settings)
-    transcripts = read_transcripts(settings.data)  # before the model loads: bad data fails in a second
     loaded = load_model(settings.model, LoadSettings(dtype=settings.dtype, device=settings.device,
                                                      trust_remote_code=settings.trust_remote_code))
     encoder = PromptEncoder(loaded.tokenizer, get_chat_format(loaded.tokenizer), loaded.image_settings)
