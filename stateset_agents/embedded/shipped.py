@@ -8,9 +8,9 @@ says why. Set `STATESET_AGENTS_NO_SHIPPED=1` to always build (the tests do: they
 
 The shipped copy is reproducible: `stateset-agents build-tiny-model --ship` rebuilds it from
 nothing (a fresh cache: base model, tokenizer, warm start) and writes it here;
-`--verify-shipped` rebuilds it the same way and compares every tensor bit for bit. Builds pin
-torch's thread count (`BUILD_THREADS`), because a reduction split over a different number of
-threads can round differently.
+`--verify-shipped` rebuilds it the same way and compares every tensor bit for bit. The warm
+start pins torch's thread count (`training.warm_start.BUILD_THREADS`), because a reduction split
+over a different number of threads can round differently.
 """
 
 from __future__ import annotations
@@ -20,17 +20,15 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 SHIPPED_ROOT = Path(__file__).resolve().parent / "shipped"
 MANIFEST = "shipped.json"
 NO_SHIPPED_ENV = "STATESET_AGENTS_NO_SHIPPED"
-BUILD_THREADS = 2
 
 __all__ = ["SHIPPED_ROOT", "MANIFEST", "shipped_directory", "usable_shipped_copy", "write_shipped_copy",
-           "compare_model_directories", "pinned_threads", "rebuild_from_scratch"]
+           "compare_model_directories", "rebuild_from_scratch", "ship", "verify"]
 
 
 def shipped_directory(name: str, root: Path | None = None) -> Path:
@@ -138,19 +136,6 @@ def _same_bits(a, b) -> bool:
     return bool((a.contiguous().view(width) == b.contiguous().view(width)).all())
 
 
-@contextmanager
-def pinned_threads(count: int = BUILD_THREADS) -> Iterator[None]:
-    """Run with torch's intra-op thread count fixed to `count` (restored afterwards)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def rebuild_from_scratch(name: str, log: Callable[[str], None] = print) -> tuple[Path, str, Path]:
     """Build `name` (and everything under it) in a fresh, temporary cache, ignoring any shipped copy.
     Returns (model directory, fingerprint, temporary cache root: the caller deletes it)."""
@@ -176,6 +161,8 @@ def _build_record(model_dir: Path) -> dict:
     import platform
 
     import torch
+
+    from stateset_agents.training.warm_start import BUILD_THREADS
 
     report_path = Path(model_dir) / "warm_start.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}

@@ -17,9 +17,10 @@ import hashlib
 import json
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Collection, Sequence
+from typing import Callable, Collection, Iterator, Sequence
 
 import torch
 
@@ -28,6 +29,18 @@ from stateset_agents.rollout.logprobs import build_scoring_batch, score_completi
 from stateset_agents.training import copy_drills
 
 WARM_START_VERSION = 3
+BUILD_THREADS = 2  # torch threads while training: the same rounding wherever it is rebuilt
+
+
+@contextmanager
+def pinned_threads(count: int = BUILD_THREADS) -> Iterator[None]:
+    """Run with torch's intra-op thread count fixed to `count` (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -254,7 +267,6 @@ def _training_step_sources() -> list[Path]:
 def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSettings = WarmStartSettings(),
                        log: Callable[[str], None] = print) -> Path:
     """Warm-start the base tiny model and save it as an ordinary model directory in `output_dir`."""
-    from stateset_agents.embedded.shipped import pinned_threads
     from stateset_agents.models.vision import ImageProcessorSettings
 
     started = time.perf_counter()
