@@ -392,6 +392,17 @@ def test_judge_weight_alone_adds_the_judge_to_the_tasks_reward(tmp_path):
     assert [c.name for c in reward.components[-1].rubric] == ["resolution", "tone"]
 
 
+def test_judge_weight_with_a_reward_function_is_refused_naming_both(tmp_path, rewards_file):
+    from stateset_agents.tasks.registry import get_task
+    from stateset_agents.training.config import TrainingConfig
+    from stateset_agents.training.llm_setup import LLMServices
+
+    config = TrainingConfig(output_dir=str(tmp_path / "run"), judge_weight=0.3, judge_model="tiny-kimi-k2.5-base",
+                            reward=f"{rewards_file}:answer_length")
+    with pytest.raises(RewardLoadError, match=r"judge_weight=0.3 with reward '.*answer_length': .* is not one"):
+        LLMServices(config, config.output_dir).reward_for(get_task("customer_service"))
+
+
 def test_one_training_iteration_with_a_module_class_reward_and_the_judge(tmp_path, rewards_file):
     from test_trainer import tiny_config
 
@@ -408,3 +419,11 @@ def test_one_training_iteration_with_a_module_class_reward_and_the_judge(tmp_pat
     assert metrics["judge/requests"] == len(server.requests) == config.scenarios_per_iteration  # one per group
     assert metrics["judge/skipped"] == 0 and metrics["judge/cache_hits"] == 0
     assert expected_judge_score(2, 2) <= metrics["reward/llm_judge"] <= expected_judge_score(9, 8)
+
+
+def test_the_cli_reports_a_reward_that_cannot_load_as_one_error_line(tmp_path, capsys):
+    from stateset_agents.cli import main
+
+    code = main(["train", "--output-dir", str(tmp_path / "run"), "--reward", "no_such_module_xyz:KimiReward"])
+    assert code == 2
+    assert "error: reward 'no_such_module_xyz:KimiReward': cannot import module" in capsys.readouterr().err

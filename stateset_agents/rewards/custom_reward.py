@@ -61,7 +61,8 @@ def _import(module_name: str, spec: str):
         try:
             loader_spec.loader.exec_module(module)
         except Exception as error:
-            raise RewardLoadError(f"reward {spec!r}: importing {path} failed: {type(error).__name__}: {error}") from error
+            raise RewardLoadError(f"reward {spec!r}: importing {path} failed: "
+                                  f"{type(error).__name__}: {error}") from error
         return module
     try:
         try:

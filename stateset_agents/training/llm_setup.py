@@ -90,7 +90,7 @@ class LLMServices:
 
     def reward_for(self, task) -> Any:
         """The task's reward (module docstring); built once per task."""
-        from stateset_agents.rewards.custom_reward import load_reward
+        from stateset_agents.rewards.custom_reward import RewardLoadError, load_reward
         from stateset_agents.rewards.llm_judge import with_judge
 
         if task.name not in self._rewards:
@@ -100,7 +100,11 @@ class LLMServices:
             if reward is None:
                 reward = task.default_reward()
             if self.judge is not None:
-                reward = with_judge(reward, self.judge, self.config.judge_weight)
+                try:
+                    reward = with_judge(reward, self.judge, self.config.judge_weight)
+                except TypeError as error:  # a function or non-MultiObjectiveReward class: say which setting
+                    raise RewardLoadError(f"judge_weight={self.config.judge_weight} with reward "
+                                          f"{self.config.reward or type(reward).__name__!r}: {error}") from None
             self._rewards[task.name] = reward
         return self._rewards[task.name]
 
