@@ -83,7 +83,7 @@ def test_repeat_evaluation_is_identical_from_the_cache(customer, tiny_agent, tmp
     cache = tmp_path / "llm_cache" / "user.jsonl"
     with ChatServer(customer, model="tiny-chat") as server:
         factory, chat = make_factory(server.base_url, cache)
-        first, _ = run_episodes(tiny_agent, specs_for(task, 2), max_turns=2, user_factory=factory, max_new_tokens=8)
+        first, _ = run_episodes(tiny_agent, specs_for(task, 1), max_turns=2, user_factory=factory, max_new_tokens=8)
         summary = evaluate(tiny_agent, task, task.eval_scenarios()[:2], task.default_reward(), max_turns=2,
                            user_factory=factory, max_new_tokens=8)
         served = len(server.requests)
@@ -93,7 +93,7 @@ def test_repeat_evaluation_is_identical_from_the_cache(customer, tiny_agent, tmp
     assert replies and set(replies) <= answers
     # the server is gone: a new run over the same cache file replays every reply, so nothing changes
     factory, chat = make_factory(server.base_url, cache, retries=0)
-    again, _ = run_episodes(tiny_agent, specs_for(task, 2), max_turns=2, user_factory=factory, max_new_tokens=8)
+    again, _ = run_episodes(tiny_agent, specs_for(task, 1), max_turns=2, user_factory=factory, max_new_tokens=8)
     repeat = evaluate(tiny_agent, task, task.eval_scenarios()[:2], task.default_reward(), max_turns=2,
                       user_factory=factory, max_new_tokens=8)
     assert [t.messages for t in again] == [t.messages for t in first]
@@ -135,7 +135,7 @@ def test_one_training_iteration_with_the_customer_over_http(customer, tmp_path):
 
     logged: list[str] = []
     with ChatServer(customer, model="tiny-chat", fail_when=fail_first_scenario) as server:
-        config = tiny_config(tmp_path, num_outer_iterations=1, save_every=0, eval_every=0,
+        config = tiny_config(tmp_path, num_outer_iterations=1, save_every=0, eval_every=1, eval_scenarios=1,
                              user_simulator="llm", user_model_url=server.base_url, user_model="tiny-chat",
                              user_max_tokens=8, llm_max_retries=1, llm_retry_backoff=0.01)
         trainer = GSPOTrainer(config, log=logged.append)
@@ -143,10 +143,13 @@ def test_one_training_iteration_with_the_customer_over_http(customer, tmp_path):
     failed_calls = server.failed // 2  # each failed call = the request + one retry
     assert metrics["user/llm_failures"] == failed_calls >= 1
     assert metrics["episode/end_reasons/user_error"] == failed_calls
-    assert metrics["user/llm_requests"] == len(server.requests) - failed_calls > failed_calls
+    calls = trainer.llm.user_chat.requests  # the iteration's and then the evaluation's
+    assert calls == len(server.requests) - failed_calls and failed_calls < metrics["user/llm_requests"] < calls
     assert metrics["rewards/skipped"] == 0 and metrics["optimizer_steps"] >= 1
+    assert metrics["eval/user_failures"] == 0  # the evaluation scenario's customer answers
     assert sum("episode dropped" in line for line in logged) == failed_calls
-    for key in ["user/llm_requests", "user/llm_cache_hits", "user/llm_failures", "episode/end_reasons/user_error"]:
+    for key in ["user/llm_requests", "user/llm_cache_hits", "user/llm_failures", "episode/end_reasons/user_error",
+                "eval/user_failures"]:
         assert describe_metric(key), f"{key} is logged but not documented"
     cached = (tmp_path / "run" / "llm_cache" / "user.jsonl").read_text().splitlines()
     assert len(cached) == len(server.requests) - server.failed  # every answer that came back, once
@@ -155,15 +158,14 @@ def test_one_training_iteration_with_the_customer_over_http(customer, tmp_path):
 def test_one_training_iteration_with_the_customer_in_process(tmp_path, tiny_model_dir):
     from stateset_agents.training.trainer import GSPOTrainer
 
-    config = tiny_config(tmp_path, num_outer_iterations=1, save_every=0, scenarios_per_iteration=1, eval_every=1,
-                         eval_scenarios=1, user_simulator="llm", user_model="tiny-kimi-k2.5-base", user_max_tokens=8)
+    config = tiny_config(tmp_path, num_outer_iterations=1, save_every=0, scenarios_per_iteration=1,
+                         user_simulator="llm", user_model="tiny-kimi-k2.5-base", user_max_tokens=8)
     trainer = GSPOTrainer(config, log=lambda _: None)
     metrics = trainer.train().history[0]
     assert metrics["user/llm_requests"] >= 1 and metrics["user/llm_failures"] == 0
-    assert metrics["eval/user_failures"] == 0 and describe_metric("eval/user_failures")
     assert trainer.llm.user_chat.model.agent.model is not trainer.policy  # a model of its own
     cached = (tmp_path / "run" / "llm_cache" / "user.jsonl").read_text().splitlines()
-    assert len(cached) == trainer.llm.user_chat.requests  # training's and evaluation's replies
+    assert len(cached) == metrics["user/llm_requests"]
 
 
 def test_a_dead_customer_endpoint_fails_the_run_at_start(tmp_path):
