@@ -292,6 +292,7 @@ def trained(tmp_path_factory, transcripts_file, tiny_model_dir):
     return run_sft(settings(tmp_path_factory.mktemp("run"), transcripts_file), log=lambda _: None)
 
 
+@pytest.mark.slow  # 55 s on 2 busy cores (8 LoRA steps with expert adapters, 3 model loads)
 def test_training_lowers_the_target_loss_and_writes_a_loadable_model(trained, transcripts_file, tiny_model_dir):
     base = load_model(str(tiny_model_dir), LoadSettings(device="cpu"))
     tuned = load_model(str(trained.model_dir), LoadSettings(device="cpu"))
@@ -316,6 +317,7 @@ def test_training_lowers_the_target_loss_and_writes_a_loadable_model(trained, tr
     assert tuned.is_kimi and (trained.model_dir / "preprocessor_config.json").exists()
 
 
+@pytest.mark.slow  # 33 s on 2 busy cores, plus the trained fixture
 def test_rl_starts_from_the_output_model(trained, tmp_path):
     from stateset_agents.training.config import TrainingConfig
     from stateset_agents.training.trainer import GSPOTrainer
@@ -331,6 +333,7 @@ def test_rl_starts_from_the_output_model(trained, tmp_path):
     assert [r["iteration"] for r in records] == [1] and records[0]["tokens/completion"] > 0
 
 
+@pytest.mark.slow  # 55-130 s on 2 busy cores: three training runs
 def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, transcripts_file, tiny_model_dir):
     from safetensors.torch import load_file
     from transformers import TrainerCallback
@@ -344,15 +347,22 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, transcripts
 
     short = dict(max_steps=4, save_steps=2, batch_size=2, lora_target_experts=False)  # small: 3 runs below
     whole = run_sft(settings(tmp_path / "whole", transcripts_file, **short), log=lambda _: None)
-    interrupted = settings(tmp_path / "resumed", transcripts_file, **short)
+    data = tmp_path / "copy.jsonl"
+    data.write_bytes(transcripts_file.read_bytes())
+    interrupted = settings(tmp_path / "resumed", data, **short)
     with pytest.raises(Crash):
         run_sft(interrupted, log=lambda _: None, callbacks=[CrashAfterFirstCheckpoint()])
     assert last_checkpoint(interrupted.output_dir).name == "checkpoint-2"
     with pytest.raises(SFTRunError, match="already holds an sft run; pass --resume"):
         run_sft(interrupted, log=lambda _: None)
     with pytest.raises(SFTRunError, match="learning_rate: was 0.01, now 0.02"):
-        run_sft(settings(tmp_path / "resumed", transcripts_file, **short, learning_rate=2e-2, resume=True))
-    resumed = run_sft(settings(tmp_path / "resumed", transcripts_file, **short, resume=True), log=lambda _: None)
+        run_sft(settings(tmp_path / "resumed", data, **short, learning_rate=2e-2, resume=True))
+    original = data.read_bytes()
+    data.write_bytes(original + original.splitlines(keepends=True)[0])
+    with pytest.raises(SFTRunError, match="these differ: the contents of .*copy.jsonl"):
+        run_sft(settings(tmp_path / "resumed", data, **short, resume=True))
+    data.write_bytes(original)
+    resumed = run_sft(settings(tmp_path / "resumed", data, **short, resume=True), log=lambda _: None)
     assert resumed.global_step == whole.global_step == 4
     assert len(resumed.losses) == 4 and resumed.losses[2:] == pytest.approx(whole.losses[2:], abs=1e-5)
     a, b = (load_file(str(r.adapter_dir / "adapter_model.safetensors")) for r in (whole, resumed))

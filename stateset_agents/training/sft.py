@@ -129,11 +129,21 @@ def check_output_dir(settings: SFTSettings) -> None:
                           f"written every --save-steps steps); start without --resume")
     if saved_file.exists():
         saved = json.loads(saved_file.read_text())
-        now = json.loads(json.dumps(asdict(settings)))
-        changed = [f"{name}: was {saved.get(name)!r}, now {value!r}" for name, value in now.items()
+        now = settings_record(settings)
+        changed = [f"{name}: was {saved.get(name)!r}, now {value!r}" if name != "data_sha256" else
+                   f"the contents of {settings.data} (sha256)" for name, value in now.items()
                    if name not in RESUME_MAY_CHANGE and saved.get(name) != value]
         if changed:
             raise SFTRunError("--resume continues a run with its own settings; these differ: " + "; ".join(changed))
+
+
+def settings_record(settings: SFTSettings) -> dict[str, Any]:
+    """What `sft_settings.json` holds: the settings and the data file's sha256 (a resumed run must see the
+    same transcripts, not only the same path)."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(settings.data).read_bytes()).hexdigest() if Path(settings.data).is_file() else None
+    return {**json.loads(json.dumps(asdict(settings))), "data_sha256": digest}
 
 
 def examples_dataset(examples: list[TurnExample]):
@@ -212,7 +222,7 @@ def run_sft(settings: SFTSettings, log: Callable[[str], None] = print, callbacks
                                                      f"{settings.max_length} skipped" if too_long else ""))
     output = Path(settings.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    (output / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=2))
+    (output / SETTINGS_FILE).write_text(json.dumps(settings_record(settings), indent=2))
     special_ids = _special_token_ids(loaded.model)
     trainer = SFTTrainer(
         model=loaded.model,
