@@ -219,3 +219,16 @@ def test_removed_router_aux_loss_coef_is_explained(tmp_path):
     with pytest.warns(UserWarning, match="router_aux_loss_coef.*noaux_tc.*ignored"):
         config = TrainingConfig.from_file(path)
     assert config.seed == 4 and "router_aux_loss_coef" not in config.model_dump()
+
+
+def test_a_small_local_model_keeps_the_cpu_generation_length(tiny_model_dir, tmp_path):
+    """A fine-tuned tiny model (a local directory) is not given a real checkpoint's 4096 thinking tokens."""
+    import json
+
+    real = get_kimi25_config(model_name="moonshotai/Kimi-K2.5")
+    tiny = get_kimi25_config(model_name=str(tiny_model_dir))
+    assert tiny.max_new_tokens == get_kimi25_config(model_name="tiny-kimi-k2.5").max_new_tokens < real.max_new_tokens
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    (wide / "config.json").write_text(json.dumps({"text_config": {"hidden_size": 7168}}))
+    assert get_kimi25_config(model_name=str(wide)).max_new_tokens == real.max_new_tokens

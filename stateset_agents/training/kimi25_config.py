@@ -17,7 +17,8 @@ What it sets, and why (see the guide and DESIGN.md):
   task uses its own).
 
 Generation length: 4096 new tokens per turn for real checkpoints (thinking is long); embedded
-tiny models (`tiny-*`) keep the short CPU default. Every keyword in `overrides` must be a
+tiny models (`tiny-*`) and small local directories (`is_small_local_model`, e.g. a tiny model after
+`stateset-agents sft`) keep the short CPU default. Every keyword in `overrides` must be a
 `TrainingConfig` field and wins over the preset.
 """
 
@@ -75,6 +76,26 @@ def kimi25_system_prompt(task: str) -> str | None:
     return get_task(task).system_prompt if known else GENERIC_SYSTEM_PROMPT
 
 
+SMALL_HIDDEN_SIZE = 512  # at most this wide: a CPU test bed (the tiny model is 128), not a real checkpoint
+
+
+def is_small_local_model(model_name: str) -> bool:
+    """A local model directory whose config (or its text config) is at most `SMALL_HIDDEN_SIZE` wide,
+    e.g. the tiny model after `stateset-agents sft`: it keeps the short CPU generation default."""
+    import json
+    from pathlib import Path
+
+    config_path = Path(model_name) / "config.json"
+    if not config_path.is_file():
+        return False
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return False
+    hidden = config.get("hidden_size") or (config.get("text_config") or {}).get("hidden_size")
+    return isinstance(hidden, int) and hidden <= SMALL_HIDDEN_SIZE
+
+
 def get_kimi25_config(
     model_name: str = KIMI25_MODEL_NAME,
     task: str = "customer_service",
@@ -84,7 +105,7 @@ def get_kimi25_config(
 ) -> TrainingConfig:
     """A validated `TrainingConfig` with the Kimi-K2.5 preset; `overrides` (TrainingConfig fields) win."""
     values: dict[str, Any] = {**KIMI25_PRESET}
-    if not model_name.startswith("tiny-"):
+    if not (model_name.startswith("tiny-") or is_small_local_model(model_name)):
         values.update(_REAL_CHECKPOINT_SETTINGS)
     values.update(model_name=model_name, task=task, use_lora=use_lora, output_dir=output_dir)
     values.update(overrides)
