@@ -109,3 +109,19 @@ def test_the_packaged_tiny_kimi_belongs_to_this_code():
     if manifest["fingerprint"] != entry.fingerprint():
         assert manifest["inputs_digest"] == entry.inputs_digest(), (
             "the shipped tiny-kimi-k2.5 is stale: run `stateset-agents build-tiny-model --ship` and commit it")
+
+
+def test_how_a_tokenizer_was_loaded_is_not_a_difference(mini_builds, tmp_path):
+    """transformers records `local_files_only` (HF_HUB_OFFLINE at build time) in tokenizer_config.json."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in mini_builds[0].iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    config_path = copy / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["local_files_only"] = not config.get("local_files_only", False)
+    config_path.write_text(json.dumps(config))
+    assert shipped.compare_model_directories(mini_builds[0], copy) == []
+    config["model_max_length"] = 7
+    config_path.write_text(json.dumps(config))
+    assert shipped.compare_model_directories(mini_builds[0], copy) == ["tokenizer_config.json: contents differ"]

@@ -123,9 +123,23 @@ def compare_model_directories(expected: Path, actual: Path) -> list[str]:
                 elif not _same_bits(a[key], b[key]):
                     problems.append(f"{file_name}:{key}: values differ (max |diff| "
                                     f"{(a[key].float() - b[key].float()).abs().max().item():.3g})")
-        elif left.read_bytes() != right.read_bytes():
+        elif _comparable(left) != _comparable(right):
             problems.append(f"{file_name}: contents differ")
     return problems
+
+
+# saved by transformers from how the files were loaded (HF_HUB_OFFLINE at build time), not part of the model
+ENVIRONMENT_KEYS = ("local_files_only",)
+
+
+def _comparable(path: Path) -> object:
+    """A file's contents for comparison: JSON without `ENVIRONMENT_KEYS` at its top level, other files as bytes."""
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if key not in ENVIRONMENT_KEYS}
+        return data
+    return path.read_bytes()
 
 
 def _same_bits(a, b) -> bool:
