@@ -1,7 +1,7 @@
 """Does GSPO improve the warm-started tiny model? The demo's training run over several seeds, before vs after.
 
     python experiments/demo_seeds.py [--config experiments/configs/demo_seeds.yaml] [--seeds 0 1 2]
-                                     [--iterations 12] [--results DIR] [--quick]
+                                     [--iterations N] [--results DIR] [--quick]
 
 Trains the run of `--config` (default: the demo's settings, `experiments/configs/demo_seeds.yaml`,
 which `stateset-agents train --config` runs too) once per seed, sequentially, evaluating the held-out

@@ -88,12 +88,12 @@ def test_quick_mode_runs_and_writes_its_output(tmp_path, script, arguments, outp
 
 def test_experiment_configs_are_the_runs_they_describe():
     """The YAML configs are what the experiments trained (the demo's settings; the forgetting arms)."""
-    from stateset_agents.demo import demo_config
+    from stateset_agents.demo import DEMO_ITERATIONS, demo_config
     from stateset_agents.training.config import TrainingConfig
 
     configs = REPO / "experiments" / "configs"
     demo = TrainingConfig.from_file(configs / "demo_seeds.yaml")
-    assert demo == demo_config("outputs/demo_seeds/seed0", 12, 0)
+    assert demo == demo_config("outputs/demo_seeds/seed0", DEMO_ITERATIONS, 0)
     replay = TrainingConfig.from_file(configs / "forgetting_replay_lwf.yaml")
     none = TrainingConfig.from_file(configs / "forgetting_none.yaml")
     assert replay.continual_strategy == "replay_lwf" and none.continual_strategy == "none"

@@ -377,3 +377,12 @@ def test_any_model_trains_through_its_own_template(llama_dir, transcripts_file, 
     tuned = load_model(str(result.model_dir), LoadSettings(device="cpu"))
     assert isinstance(get_chat_format(tuned.tokenizer), GenericChatFormat) and not tuned.is_kimi
     assert result.global_step == 3 and all(loss == loss for loss in result.losses)
+
+
+def test_the_next_command_names_the_domain_the_transcripts_came_from():
+    from stateset_agents.commands.sft_command import rl_task
+
+    assert rl_task("customer_service", "examples/data/customer_service_transcripts.jsonl") == "customer_service"
+    assert rl_task("telecom_billing", "examples/domains/telecom_billing/transcripts.jsonl") == \
+        "examples/domains/telecom_billing"
+    assert rl_task(None, "examples/data/customer_service_transcripts.jsonl") == "customer_service"

@@ -78,9 +78,23 @@ def settings_from_args(args: argparse.Namespace):
         trust_remote_code=args.trust_remote_code, report_to=["wandb"] if args.wandb else [], resume=args.resume)
 
 
+def rl_task(task: str | None, data_path) -> str:
+    """The --task for RL: the transcripts' task when it is a built-in; else the file domain the
+    transcripts sit in (a directory with domain.yaml); else the named task, or customer_service."""
+    from pathlib import Path
+
+    from stateset_agents.tasks.registry import list_tasks
+
+    if task in list_tasks():
+        return task
+    folder = Path(data_path).resolve().parent
+    if (folder / "domain.yaml").is_file():
+        return str(Path(data_path).parent) or "."
+    return task or "customer_service"
+
+
 def next_commands(model_dir, task: str | None) -> list[str]:
-    """The commands that start RL from the fine-tuned model (on the transcripts' task when their metadata
-    names one, else customer_service)."""
+    """The commands that start RL from the fine-tuned model on `task` (see `rl_task`)."""
     model, task = shlex.quote(str(model_dir)), shlex.quote(task or "customer_service")
     return [f"stateset-agents train --model {model} --task {task} --use-lora",
             f"python examples/finetune_kimi25_gspo.py --model {model} --task {task} --use-lora"]
@@ -107,7 +121,7 @@ def sft_from_args(args: argparse.Namespace) -> int:
     print(f"Done: {result.global_step} steps, {trend}. Model: {result.model_dir}"
           + (f"  Adapter: {result.adapter_dir}" if result.adapter_dir else ""))
     print("Start RL from it:")
-    for command in next_commands(result.model_dir, result.task):
+    for command in next_commands(result.model_dir, rl_task(result.task, args.data)):
         print(f"  {command}")
     if not settings.thinking:
         print("  (trained without thinking: give the RL run thinking: false, e.g. in a --config file)")
