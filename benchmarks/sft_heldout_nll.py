@@ -1,6 +1,7 @@
 """Held-out target loss of models before and after `stateset-agents sft` (docs/sft.md, "Measured").
 
-    python benchmarks/sft_heldout_nll.py MODEL [MODEL ...] [--task customer_service] [--n 30]
+    python benchmarks/sft_heldout_nll.py MODEL [MODEL ...] [--task customer_service] [--n 30] [--out FILE.json]
+                                         [--quick]
 
 Held-out transcripts: the task's scripted oracle agent on the *eval* split's scenarios (the example
 transcripts come from the train split), text-only, converted with `dialogue_to_openai_messages`.
@@ -55,13 +56,23 @@ def score(model_name: str, transcripts: list[Transcript], batch: int = 8) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+")
+    parser.add_argument("models", nargs="*")
     parser.add_argument("--task", default="customer_service")
     parser.add_argument("--n", type=int, default=30)
+    parser.add_argument("--out", help="also write the scores as JSON")
+    parser.add_argument("--quick", action="store_true", help="the base tiny model on 2 transcripts (a smoke test)")
     args = parser.parse_args()
+    if args.quick:
+        args.models, args.n = ["tiny-kimi-k2.5-base"], 2
+    if not args.models:
+        parser.error("give at least one model (or --quick)")
     transcripts = heldout_transcripts(args.task, args.n)
-    for model in args.models:
-        print(json.dumps(score(model, transcripts)))
+    scores = [score(model, transcripts) for model in args.models]
+    for result in scores:
+        print(json.dumps(result))
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(scores, handle, indent=2)
 
 
 if __name__ == "__main__":

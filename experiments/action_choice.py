@@ -1,7 +1,7 @@
 """Why are held-out episodes not solved: can the model not act, or does it choose the wrong action?
 
     python experiments/action_choice.py [--model tiny-kimi-k2.5] [--task customer_service] [--samples 2]
-                                        [--temperature 1.0] [--out FILE.json]
+                                        [--temperature 1.0] [--out FILE.json] [--quick]
 
 Samples `--samples` episodes on every held-out scenario (the preset's sampling: top_p 0.95) and
 reports, per scenario family:
@@ -56,12 +56,17 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--quick", action="store_true", help="base model, 3 scenarios, 1 sample, 8 tokens")
     args = parser.parse_args()
+    scenario_count, max_new_tokens = (3, 8) if args.quick else (None, 64)
+    if args.quick:
+        args.model, args.samples = "tiny-kimi-k2.5-base", 1
 
     task = get_task(args.task)
     lookups = LOOKUPS.get(task.name, set())
-    agent = Agent(AgentConfig(model_name=args.model, temperature=args.temperature, top_p=0.95, max_new_tokens=64))
-    scenarios = task.eval_scenarios()
+    agent = Agent(AgentConfig(model_name=args.model, temperature=args.temperature, top_p=0.95,
+                              max_new_tokens=max_new_tokens))
+    scenarios = task.eval_scenarios()[:scenario_count]
     specs = [EpisodeSpec(task, s, group_id=i, seed=args.seed * 1_000_003 + i * 7 + k)
              for i, s in enumerate(scenarios) for k in range(args.samples)]
     with isolated_rng(args.seed):
