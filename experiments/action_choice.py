@@ -84,9 +84,8 @@ def main() -> None:
         action = first_action(trajectory, lookups)
         row["tools"][action[0] if action else "(none)"] += 1
         if action and wanted and action[0] == wanted[0]["tool"]:
-            row["exact"] += all(action[1] and str(action[1].get(k)) == str(v) or
-                                (isinstance(v, float) and action[1] and _same_number(action[1].get(k), v))
-                                for k, v in wanted[0].get("goal_args", wanted[0]["args"]).items())
+            expected = wanted[0].get("goal_args", wanted[0]["args"])
+            row["exact"] += bool(action[1]) and all(_same_argument(action[1].get(k), v) for k, v in expected.items())
     report = {}
     for family, row in sorted(rows.items()):
         n = row["episodes"]
@@ -104,9 +103,12 @@ def main() -> None:
                                         "overall": overall}, indent=2, default=str))
 
 
-def _same_number(value, expected: float) -> bool:
+def _same_argument(value, expected) -> bool:
+    """The argument as the success path has it: equal text, or (for amounts) the same number to the cent."""
+    if str(value) == str(expected):
+        return True
     try:
-        return abs(float(value) - expected) < 0.005
+        return isinstance(expected, float) and abs(float(value) - expected) < 0.005
     except (TypeError, ValueError):
         return False
 
