@@ -46,7 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "experiments" / "configs" / "forgetting_replay_lwf.yaml"
 sys.path.insert(0, str(REPO / "benchmarks"))
 STRATEGIES = ("none", "replay_lwf")
-MEASURES = ("A after A", "A after B", "B after B")
+MEASURES = ("A before", "A after A", "A after B", "B after B")
+METRICS = ("reward_mean", "success_rate")
 QUICK = dict(model_name="tiny-kimi-k2.5-base", scenarios_per_iteration=1, num_generations=2,
              per_device_train_batch_size=2, max_new_tokens=8, max_turns=2, rollout_concurrency=2, lr_warmup_steps=0)
 BASE_CONFIG = None  # the TrainingConfig loaded from --config (main sets it)
@@ -103,8 +104,10 @@ def run_seed(seed: int, tasks: list[str], iterations_per_task: int, samples: int
     shared_trainer = GSPOTrainer(make_config("replay_lwf", seed, shared, tasks, iterations_per_task),
                                  log=lambda _: None)
     shared_trainer.config.save(shared)
+    before = {"A before": held_out(shared_trainer, 0, samples, eval_seed),
+              "B before": held_out(shared_trainer, 1, samples, eval_seed)}
     train_iterations(shared_trainer, 0, iterations_per_task)
-    boundary = {"A after A": held_out(shared_trainer, 0, samples, eval_seed),
+    boundary = {**before, "A after A": held_out(shared_trainer, 0, samples, eval_seed),
                 "B after A": held_out(shared_trainer, 1, samples, eval_seed)}
     checkpoint = shared_trainer.save_checkpoint()
     baseline_dir = root / f"seed{seed}" / "none"
@@ -131,33 +134,40 @@ def run_seed(seed: int, tasks: list[str], iterations_per_task: int, samples: int
     return results
 
 
-def summarize(runs: dict[int, dict]) -> dict:
-    """Per strategy and measure: mean, sample std and the per-seed values (reward_mean); forgetting."""
+DERIVED = {  # what the issue asks: how much of A's RL gain survives B, and how far B gets
+    "forgetting (A after A - A after B)": lambda r: r["A after A"] - r["A after B"],
+    "A gain (A after A - A before)": lambda r: r["A after A"] - r["A before"],
+    "A gain kept (A after B - A before) / A gain": lambda r: (r["A after B"] - r["A before"]) / (
+        r["A after A"] - r["A before"]) if r["A after A"] != r["A before"] else float("nan"),
+    "B gain (B after B - B after A)": lambda r: r["B after B"] - r["B after A"],
+}
+
+
+def summarize(runs: dict[int, dict], metric: str = "reward_mean") -> dict:
+    """Per strategy and measure: mean, sample std and the per-seed values of `metric`; the derived rows."""
     summary = {}
     for strategy in STRATEGIES:
         rows = {}
-        for measure in (*MEASURES, "B after A", "forgetting (A after A - A after B)"):
-            if measure.startswith("forgetting"):
-                values = [r[strategy]["A after A"]["reward_mean"] - r[strategy]["A after B"]["reward_mean"]
-                          for r in runs.values()]
-            else:
-                values = [r[strategy][measure]["reward_mean"] for r in runs.values()]
+        per_run = [{measure: value[metric] for measure, value in r[strategy].items()} for r in runs.values()]
+        for measure in (*MEASURES, "B before", "B after A", *DERIVED):
+            values = [DERIVED[measure](r) if measure in DERIVED else r[measure] for r in per_run]
             rows[measure] = {"mean": statistics.fmean(values),
                              "std": statistics.stdev(values) if len(values) > 1 else 0.0, "per_seed": values}
         summary[strategy] = rows
     return summary
 
 
-def markdown(summary: dict, seeds: list[int], command: str, meta: dict) -> str:
-    measures = (*MEASURES, "forgetting (A after A - A after B)", "B after A")
+def markdown(summaries: dict[str, dict], seeds: list[int], command: str, meta: dict) -> str:
     lines = [f"Tasks: A = {meta['tasks'][0]}, B = {meta['tasks'][1]}; {meta['iterations_per_task']} iterations "
              f"each; seeds {seeds}; held-out: {meta['eval_episodes']} episodes per task and model "
-             f"({meta['eval_samples']} per eval scenario). Mean ± sample std over seeds, then each seed.", "",
-             "| strategy | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
-    for strategy, rows in summary.items():
-        cells = [f"{rows[m]['mean']:.3f} ± {rows[m]['std']:.3f} ({', '.join(f'{v:.3f}' for v in rows[m]['per_seed'])})"
-                 for m in measures]
-        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+             f"({meta['eval_samples']} per eval scenario). Mean ± sample std over seeds, then each seed."]
+    for metric, summary in summaries.items():
+        measures = list(next(iter(summary.values())))
+        lines += ["", f"**{metric}**", "", "| measure | " + " | ".join(summary) + " |", "|---|" + "---|" * len(summary)]
+        for measure in measures:
+            cells = [f"{rows[measure]['mean']:.3f} ± {rows[measure]['std']:.3f} "
+                     f"({', '.join(f'{v:.3f}' for v in rows[measure]['per_seed'])})" for rows in summary.values()]
+            lines.append(f"| {measure} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{command}`", f"Wall time: {meta['wall_minutes']:.1f} min on {meta['machine']}."]
     return "\n".join(lines) + "\n"
 
@@ -190,7 +200,8 @@ def plot(summary: dict, path: Path, title: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--tasks", default="customer_service,technical_support", help="A,B")
+    parser.add_argument("--tasks", default="continual_two_stores",
+                        help="A,B, or a built-in sequence of two (tasks.registry.TASK_SEQUENCES)")
     parser.add_argument("--iterations-per-task", type=int, default=6)
     parser.add_argument("--eval-samples", type=int, default=1, help="episodes per held-out scenario")
     parser.add_argument("--eval-scenarios", type=int, default=None, help="first N eval scenarios (default: all)")
@@ -225,7 +236,7 @@ def main(argv=None) -> int:
     EVAL_SCENARIOS = args.eval_scenarios
     from stateset_agents.embedded import ensure_embedded_model
 
-    tasks = args.tasks.split(",")
+    tasks = BASE_CONFIG.replace(task=args.tasks).task_sequence
     if len(tasks) != 2:
         parser.error("--tasks takes exactly two tasks: A,B")
     ensure_embedded_model(BASE_CONFIG.model_name)
@@ -233,7 +244,8 @@ def main(argv=None) -> int:
     root = Path(args.runs_dir)
     started = time.perf_counter()
     runs = {seed: run_seed(seed, tasks, args.iterations_per_task, args.eval_samples, root) for seed in args.seeds}
-    summary = summarize(runs)
+    summaries = {metric: summarize(runs, metric) for metric in METRICS}
+    summary = summaries["reward_mean"]
     from stateset_agents.tasks.registry import get_task
 
     meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "eval_samples": args.eval_samples,
@@ -244,11 +256,11 @@ def main(argv=None) -> int:
     command = "flock /tmp/stateset-cpu.lock .venv/bin/python experiments/forgetting.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    prefix.with_suffix(".json").write_text(json.dumps({"command": command, **meta, "summary": summary,
+    prefix.with_suffix(".json").write_text(json.dumps({"command": command, **meta, "summary": summaries,
                                                        "runs": {str(k): v for k, v in runs.items()}}, indent=2))
     plot(summary, prefix.with_suffix(".png"),
          f"Forgetting: {tasks[0]} (A) then {tasks[1]} (B), {BASE_CONFIG.model_name}, seeds {args.seeds}")
-    table = markdown(summary, args.seeds, command.strip(), meta)
+    table = markdown(summaries, args.seeds, command.strip(), meta)
     prefix.with_suffix(".md").write_text(table)
     print(table)
     return 0

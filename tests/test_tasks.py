@@ -12,12 +12,12 @@ from stateset_agents.tasks import ScenarioError, get_task, list_tasks, load_scen
 from stateset_agents.tasks.generate_data import fresh_scenarios, generate_all
 from stateset_agents.tasks.images import render_photo, scenario_image_url
 
-TASKS = ["customer_service", "sales", "technical_support"]
+TASKS = ["customer_service", "customer_service_claims", "sales", "technical_support"]
 
 
 def test_registry_lists_and_rejects_unknown_names():
     assert list_tasks() == TASKS
-    with pytest.raises(ValueError, match="unknown task 'cooking'; valid tasks: customer_service, sales, technical_support"):
+    with pytest.raises(ValueError, match="unknown task 'cooking'; valid tasks: customer_service, customer_service_claims, sales, technical_support"):
         get_task("cooking")
 
 
@@ -67,7 +67,7 @@ def test_scenario_lists_are_fresh_copies():
 
 def test_generator_reproduces_shipped_files_byte_for_byte(tmp_path):
     written = generate_all(tmp_path)
-    assert len(written) == 6
+    assert len(written) == 2 * len(TASKS)
     for path in written:
         shipped = get_task(path.name.rsplit("_", 1)[0]).data_path(path.stem.rsplit("_", 1)[1])
         assert path.read_bytes() == shipped.read_bytes(), path.name
@@ -130,7 +130,7 @@ NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999"]
 
 def non_finite_call(name: str, scenario: dict, number: str) -> tuple[str, str]:
     world = scenario["world"]
-    if name == "customer_service":
+    if name.startswith("customer_service"):
         return "issue_refund", f'{{"order_id": "{scenario["facts"]["order_id"]}", "amount": {number}}}'
     if name == "sales":
         return "create_quote", f'{{"sku": "{next(iter(world["catalog"]))}", "price": {number}}}'

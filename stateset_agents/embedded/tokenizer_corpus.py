@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from stateset_agents.core.formats import KimiChatFormat
 from stateset_agents.tasks.episodes import generate_reference_dialogues
-from stateset_agents.tasks.registry import list_tasks
+from stateset_agents.tasks.registry import WARM_START_TASKS
 
 __all__ = ["default_tokenizer_corpus", "tool_argument_words"]
 
@@ -23,7 +23,7 @@ __all__ = ["default_tokenizer_corpus", "tool_argument_words"]
 def _tokenizer_dialogues(dialogues_per_task: int = 100) -> tuple[dict, ...]:
     """Scripted dialogues of every task; the tokenizer's merges and whole words are learned from them
     (cached: a build asks twice)."""
-    return tuple(dialogue for offset, name in enumerate(list_tasks())
+    return tuple(dialogue for offset, name in enumerate(WARM_START_TASKS)
                  for dialogue in generate_reference_dialogues(name, dialogues_per_task, seed=1000 + offset))
 
 

@@ -21,7 +21,7 @@ from stateset_agents.tasks.scripted_agents import ScriptedAgent, make_agent
 
 __all__ = ["run_scripted_episode", "generate_reference_dialogues", "DEFAULT_MIX", "BAD_AGENTS"]
 
-DEFAULT_MIX = {"oracle": 0.7, "mediocre": 0.2, "bad": 0.1}
+DEFAULT_MIX = {"oracle": 0.7, "mediocre": 0.2, "deflecting": 0.0, "bad": 0.1}
 BAD_AGENTS = ("unhelpful", "rude", "policy_breaking")
 
 
@@ -63,8 +63,9 @@ def generate_reference_dialogues(task: Task | str, n: int, seed: int = 0, mix: M
                                  max_turns: int = 6) -> list[dict[str, Any]]:
     """`n` labelled conversations on `split` scenarios (or on `scenarios`, when given).
 
-    Each item: ``{"task", "scenario_id", "quality" ("oracle" | "mediocre" | "bad"), "agent",
-    "reward", "reward_components", "end_reason", "messages", "tools"}``; assistant messages carry
+    Each item: ``{"task", "scenario_id", "quality" ("oracle" | "mediocre" | "deflecting" | "bad"), "agent",
+    "reward", "reward_components", "end_reason", "messages", "tools"}`` (quality "deflecting": see
+    `DeflectingAgent`); assistant messages carry
     ``reasoning_content``, ``content`` and ``tool_calls``; ``tools`` are the schemas for the chat
     template; ``mistyped_turns`` index the assistant turns that deliberately mistyped an id (their
     recovery is worth learning, the typo is not). Deterministic for a given seed.

@@ -9,6 +9,9 @@ Each agent reads the conversation so far and the scenario, and produces the next
 - `MediocreAgent`: the oracle with seeded lapses: a redundant question, a skipped step (redone after
   the user pushes back), a mistyped id, sometimes twice (the tool's error comes back; the agent
   retries with the right id, or first asks the customer to confirm it), a vague closing, no empathy;
+- `DeflectingAgent`: the oracle up to the resolving step (the solution's last call), then hands the
+  case off to "the team" instead of resolving it, every turn after: the capable agent with the habit
+  RL is for (the warm start mixes some in, see `training.warm_start`);
 - `UnhelpfulAgent`: polite filler; never uses a tool, never resolves;
 - `RudeAgent`: the success path in rude words;
 - `PolicyBreakingAgent`: asks for the facts, then breaks the task's policy (refund above the
@@ -36,7 +39,7 @@ from stateset_agents.envs.goals import args_match
 from stateset_agents.envs.tools import ERROR_PREFIX
 from stateset_agents.tasks.base import Task
 
-__all__ = ["ScriptedAgent", "OracleAgent", "MediocreAgent", "UnhelpfulAgent", "RudeAgent", "PolicyBreakingAgent",
+__all__ = ["ScriptedAgent", "OracleAgent", "MediocreAgent", "DeflectingAgent", "UnhelpfulAgent", "RudeAgent", "PolicyBreakingAgent",
            "AGENTS", "make_agent"]
 
 
@@ -224,6 +227,24 @@ class MediocreAgent(OracleAgent):
         return self.render((kind, payload), messages, task, scenario)
 
 
+class DeflectingAgent(OracleAgent):
+    """Asks for the facts and makes the preliminary calls like the oracle, then, where the oracle would
+    make the resolving call (the solution's last), passes the case on instead, and keeps doing so.
+    A deflection claims nothing, so the customer nudges and finally gives up: the episode fails."""
+
+    name, quality = "deflecting", "deflecting"
+    LINES = ("Thank you. I have passed your case to our support team; they will email you soon.",
+             "Thanks, I have noted everything and forwarded it to a colleague who will follow up with you.",
+             "I have logged your request with the right team. You will hear from them shortly.")
+
+    def act(self, messages: list[dict[str, Any]], task: Task, scenario: dict[str, Any]) -> ParsedCompletion:
+        kind, payload = self.next_step(messages, task, scenario)
+        calls = task.solution(scenario)["calls"]
+        if kind == "ask" or (kind == "call" and payload != calls[-1]):
+            return self.render((kind, payload), messages, task, scenario)
+        return completion(messages, "Another team can handle the rest.", self.rng.choice(self.LINES))
+
+
 class UnhelpfulAgent(ScriptedAgent):
     """Polite filler: never uses a tool, never resolves anything."""
 
@@ -277,7 +298,8 @@ class PolicyBreakingAgent(OracleAgent):
 
 
 AGENTS: dict[str, type[ScriptedAgent]] = {cls.name: cls for cls in
-                                          (OracleAgent, MediocreAgent, UnhelpfulAgent, RudeAgent, PolicyBreakingAgent)}
+                                          (OracleAgent, MediocreAgent, DeflectingAgent, UnhelpfulAgent, RudeAgent,
+                                                     PolicyBreakingAgent)}
 
 
 def make_agent(name: str, seed: int = 0) -> ScriptedAgent:

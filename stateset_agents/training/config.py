@@ -53,7 +53,9 @@ class TrainingConfig(BaseModel):
     seed: int = Field(0, ge=0, description="Seed for scenario sampling, sampling and minibatch order.")
     task: str = Field("customer_service", description=(
         "Task name, or several separated by commas (or a list) to train on them in sequence "
-        "(continual learning): customer_service, technical_support, sales, a registered task, or the path "
+        "(continual learning): customer_service, technical_support, sales, customer_service_claims, a "
+        "registered task, a built-in sequence (continual_two_stores = customer_service,customer_service_claims), "
+        "or the path "
         "of a file domain (examples/domains/telecom_billing; docs/domains.md), kept as given and resolved "
         "against the working directory when the run (or its resume) loads it."))
     resume: bool = Field(False, description="Continue from the latest complete checkpoint in output_dir.")
@@ -295,8 +297,11 @@ class TrainingConfig(BaseModel):
 
     @property
     def task_sequence(self) -> list[str]:
-        """The tasks, in training order."""
-        return self.task.split(",")
+        """The tasks, in training order (a built-in sequence's name, `tasks.registry.TASK_SEQUENCES`, stands
+        for its tasks)."""
+        from stateset_agents.tasks.registry import TASK_SEQUENCES
+
+        return [task for name in self.task.split(",") for task in TASK_SEQUENCES.get(name, (name,))]
 
     @property
     def effective_temperature(self) -> float:

@@ -64,11 +64,12 @@ _REAL_CHECKPOINT_SETTINGS: dict[str, Any] = {"max_new_tokens": 4096}
 
 def kimi25_system_prompt(task: str) -> str | None:
     """The system prompt for `task`: a registered task's own, the generic Kimi prompt otherwise,
-    None for a comma-separated sequence of tasks."""
-    if "," in task:
-        return None
+    None for a sequence of tasks (comma-separated, or a built-in sequence's name)."""
     from stateset_agents.tasks.file_domain import is_domain_path
-    from stateset_agents.tasks.registry import get_task, list_tasks
+    from stateset_agents.tasks.registry import TASK_SEQUENCES, get_task, list_tasks
+
+    if "," in task or task in TASK_SEQUENCES:
+        return None
 
     # a file domain's prompt states its tools and policies, like a built-in's (loading it also
     # validates it before anything else runs)
