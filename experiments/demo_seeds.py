@@ -5,7 +5,7 @@
 
 Trains the run of `--config` (default: the demo's settings, `experiments/configs/demo_seeds.yaml`,
 which `stateset-agents train --config` runs too) once per seed, sequentially, evaluating the held-out
-customer_service split before and after as the demo does, and writes
+split of the config's (first) task, customer_service in the demo, before and after as the demo does, and writes
 `--results`/demo_seeds[_quick]_<model>_<commit>.{json,md} (default experiments/results): held-out reward
 and success rate before and after training, per seed, with the mean and spread, each run's wall time,
 and where an iteration's time goes (rollout / reward / update, from each run's metrics.jsonl).
@@ -106,7 +106,9 @@ def main() -> None:
         "wall_seconds_mean": statistics.fmean(r["wall_seconds"] for r in runs.values()),
         "runs": runs,
     }
-    stem = result_stem("demo_seeds", config.model_name, args.quick)
+    # the config's first task names the files unless it is the demo's (experiments/configs/demo_sales.yaml)
+    experiment = "demo_seeds" if config.task == "customer_service" else f"demo_seeds_{config.task_sequence[0]}"
+    stem = result_stem(experiment, config.model_name, args.quick)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{stem}.json").write_text(json.dumps(summary, indent=2))
     lines = [f"Command: `python experiments/demo_seeds.py --config {args.config} --seeds {' '.join(map(str, args.seeds))} "

@@ -1,5 +1,9 @@
 """Forgetting: train task A, then task B, with continual_strategy "none" and "replay_lwf".
 
+By default A = customer_service (ShopCo) and B = customer_service_claims (a marketplace desk with the same
+customers, orders and tools and a conflicting policy: refund and return requests go to the claims team),
+the built-in sequence `continual_two_stores`.
+
     flock /tmp/stateset-cpu.lock .venv/bin/python experiments/forgetting.py --seeds 0 1 2 --threads 2
 
 Settings: `--config` (default `experiments/configs/forgetting_replay_lwf.yaml`, which
@@ -9,7 +13,9 @@ generations per iteration, 4 optimizer steps per rollout, lr 2e-3), the guide's 
 (replay_buffer_size=2000, replay_ratio=0.5, kl_penalty_beta=0.1). The script sets the task pair,
 the seed, the strategy and `--iterations-per-task` outer iterations on A, then as many on B.
 
-Held-out reward is the mean reward of each task's own reward function on its eval scenarios
+Measured on each task's held-out scenarios: A and B before training, at the boundary and at the end;
+A's RL gain (A after A - A before), the share of it left after B ((A after B - A before) / gain), and B's
+gain (B after B - B after A), for reward and for success rate. Held-out reward is the mean reward of each task's own reward function on its eval scenarios
 (never trained on), `--eval-samples` episodes each, sampled with a fixed evaluation seed, so every
 model is scored on the same scenarios with the same sampler seed. Three numbers per run:
 A after A (at the task boundary), A after B and B after B (at the end); forgetting = A after A -

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 
@@ -185,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="maintainers: rebuild from nothing and replace the copy shipped in the package")
     shipped.add_argument("--verify-shipped", action="store_true",
                          help="rebuild from nothing and check the shipped copy bit for bit (exit 1 if it differs)")
+    build.add_argument("--after-first-pass", type=Path, metavar="DIR", help=(
+        "with --ship: start from DIR, a model after the warm start's drills and first pass (the previous "
+        "shipped copy when only the practice pass changed), and run only the practice pass"))
     from stateset_agents.training.plan import add_plan_arguments
 
     add_plan_arguments(commands.add_parser("plan", help="will it fit, and on what? GPUs for training and rollouts"))
@@ -224,8 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "build-tiny-model":
         from stateset_agents.embedded import ensure_embedded_model, shipped
 
+        if args.after_first_pass and not args.ship:
+            raise SystemExit("--after-first-pass goes with --ship")
         if args.ship:
-            shipped.ship(args.name)
+            shipped.ship(args.name, after_first_pass=args.after_first_pass)
             return 0
         if args.verify_shipped:
             problems = shipped.verify(args.name)

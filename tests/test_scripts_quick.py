@@ -53,6 +53,8 @@ SCRIPTS = [
     ("experiments/action_choice.py", ["--quick", "--out", "OUT/choice.json"], ["choice.json"]),
     ("experiments/temperature_probe.py", ["--quick", "--temperatures", "1.0,0", "--out", "OUT/temps.json"],
      ["temps.json"]),
+    ("experiments/continue_warm_start.py", ["--quick", "--out", "OUT/stage"], ["stage/screen.json",
+                                                                              "stage/model.safetensors"]),
     ("experiments/copy_drill_probe.py", ["--quick", "--out", "OUT/probe.json"], ["probe.json"]),
     ("experiments/demo_seeds.py", ["--quick", "--results", "OUT", "--output-root", "OUT/runs"],
      ["demo_seeds_quick_tiny-kimi-k2.5-base_*.json", "demo_seeds_quick_tiny-kimi-k2.5-base_*.md"]),
@@ -103,7 +105,8 @@ def test_experiment_configs_are_the_runs_they_describe():
     assert replay.continual_strategy == "replay_lwf" and none.continual_strategy == "none"
     assert replay.replace(continual_strategy="none", output_dir=none.output_dir) == none
     assert (replay.replay_buffer_size, replay.replay_ratio, replay.kl_penalty_beta) == (2000, 0.5, 0.1)
-    assert replay.model_name == "tiny-kimi-k2.5" and replay.task == "customer_service,technical_support"
+    assert replay.model_name == "tiny-kimi-k2.5" and replay.task == "continual_two_stores"
+    assert replay.task_sequence == ["customer_service", "customer_service_claims"]
 
 
 def test_benchmark_settings_come_from_the_preset():

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from stateset_agents.embedded import shipped
-from stateset_agents.training.warm_start import (WarmStartSettings, build_warm_started, prepare_warm_start,
-                                                 warm_start_inputs_digest)
+from stateset_agents.training.warm_start import (PracticePass, WarmStartSettings, build_warm_started,
+                                                 prepare_warm_start, warm_start_inputs_digest)
 
-MINI = WarmStartSettings(dialogues_per_task=2, copy_drills=64, copy_drill_batch_rows=32, batch_rows=8)
+MINI = WarmStartSettings(dialogues_per_task=2, copy_drills=64, copy_drill_batch_rows=32, batch_rows=8,
+                         practice=PracticePass(dialogues_per_task=2))
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,18 @@ def test_a_warm_start_is_rebuilt_bit_for_bit(mini_builds):
     assert shipped.compare_model_directories(first, second) == []
     reports = [json.loads((path / "warm_start.json").read_text()) for path in mini_builds]
     assert reports[0]["inputs_digest"] == reports[1]["inputs_digest"]
+
+
+def test_the_practice_pass_on_a_first_pass_model_is_a_full_build(mini_builds, tiny_model_dir, tmp_path):
+    """The maintainers' shortcut (`after_first_pass`) gives what a build from nothing gives, bit for bit."""
+    quiet = lambda message: None  # noqa: E731
+    first_pass = build_warm_started(tiny_model_dir, tmp_path / "first", replace(MINI, practice=PracticePass(0)),
+                                    log=quiet)
+    assert shipped.compare_model_directories(first_pass, mini_builds[0])  # the practice pass changed weights
+    resumed = build_warm_started(tiny_model_dir, tmp_path / "resumed", MINI, log=quiet, after_first_pass=first_pass)
+    assert shipped.compare_model_directories(mini_builds[0], resumed) == []
+    report = json.loads((resumed / "warm_start.json").read_text())
+    assert report["inputs_digest"] == json.loads((mini_builds[0] / "warm_start.json").read_text())["inputs_digest"]
 
 
 def test_comparison_finds_a_single_flipped_bit(mini_builds, tmp_path):
@@ -52,6 +65,9 @@ def test_the_inputs_digest_follows_what_the_build_trains_on(tiny_model_dir):
     digest = warm_start_inputs_digest(inputs, MINI)
     assert digest == warm_start_inputs_digest(prepare_warm_start(tiny_model_dir, MINI), MINI)
     other = replace(MINI, oracle_fraction=0.5)
+    assert warm_start_inputs_digest(prepare_warm_start(tiny_model_dir, other), other) != digest
+    other = replace(MINI, practice=replace(MINI.practice, oracle_fraction=0.0, mediocre_fraction=0.0,
+                                           deflecting_fraction=1.0))
     assert warm_start_inputs_digest(prepare_warm_start(tiny_model_dir, other), other) != digest
     prompt, completion = inputs.examples[0]
     inputs.examples[0] = (prompt, completion[:-1])  # one token less to learn
@@ -125,3 +141,12 @@ def test_how_a_tokenizer_was_loaded_is_not_a_difference(mini_builds, tmp_path):
     config["model_max_length"] = 7
     config_path.write_text(json.dumps(config))
     assert shipped.compare_model_directories(mini_builds[0], copy) == ["tokenizer_config.json: contents differ"]
+
+
+def test_after_first_pass_is_only_for_shipping(tmp_path):
+    from stateset_agents.cli import main
+
+    with pytest.raises(SystemExit, match="--after-first-pass goes with --ship"):
+        main(["build-tiny-model", "--after-first-pass", str(tmp_path)])
+    with pytest.raises(ValueError, match="tiny-kimi-k2.5's warm start"):
+        shipped._practice_pass_only("tiny-kimi-k2.5-base", tmp_path, print)

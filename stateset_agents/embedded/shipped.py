@@ -185,15 +185,35 @@ def _build_record(model_dir: Path) -> dict:
             "build_seconds": round(report.get("seconds", 0.0), 1)}
 
 
-def ship(name: str, *, root: Path | None = None, log: Callable[[str], None] = print) -> Path:
-    """Rebuild `name` from nothing and make it the shipped copy."""
-    model_dir, fingerprint, scratch = rebuild_from_scratch(name, log)
+def ship(name: str, *, root: Path | None = None, log: Callable[[str], None] = print,
+         after_first_pass: Path | None = None) -> Path:
+    """Rebuild `name` from nothing and make it the shipped copy. With `after_first_pass` (the warm-started
+    model only): a directory holding the model after the warm start's drills and first pass (e.g. the
+    previous shipped copy, when only the practice pass changed); only the practice pass is run on it,
+    which gives the full build's weights bit for bit (`training.warm_start.build_warm_started`)."""
+    if after_first_pass is None:
+        model_dir, fingerprint, scratch = rebuild_from_scratch(name, log)
+    else:
+        model_dir, fingerprint, scratch = _practice_pass_only(name, Path(after_first_pass), log)
     try:
-        target = write_shipped_copy(name, model_dir, fingerprint, root=root, extra=_build_record(model_dir))
+        extra = {**_build_record(model_dir), "after_first_pass": after_first_pass is not None}
+        target = write_shipped_copy(name, model_dir, fingerprint, root=root, extra=extra)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     log(f"Shipped {name}: {target}")
     return target
+
+
+def _practice_pass_only(name: str, first_pass: Path, log: Callable[[str], None]) -> tuple[Path, str, Path]:
+    from stateset_agents.embedded import EMBEDDED_MODELS, ensure_embedded_model
+    from stateset_agents.training.warm_start import build_warm_started
+
+    if name != "tiny-kimi-k2.5":
+        raise ValueError(f"after_first_pass applies to tiny-kimi-k2.5's warm start, not {name!r}")
+    scratch = Path(tempfile.mkdtemp(prefix="stateset-practice-"))
+    model_dir = build_warm_started(ensure_embedded_model("tiny-kimi-k2.5-base", log=log), scratch / name, log=log,
+                                   after_first_pass=first_pass)
+    return model_dir, EMBEDDED_MODELS[name].fingerprint(), scratch
 
 
 def verify(name: str, *, root: Path | None = None, log: Callable[[str], None] = print) -> list[str]:

@@ -513,8 +513,8 @@ def _check_continual(config: TrainingConfig) -> None:
         warnings.warn(
             f"continual_strategy={strategy!r} with the single task {config.task!r}: replay and LwF act only at "
             "a task boundary, so this run neither replays nor distils. Give a task sequence, e.g. "
-            "task='customer_service,sales' (--task customer_service,sales), to keep earlier tasks while learning "
-            "later ones.",
+            "task='continual_two_stores' (two stores whose policies conflict) or 'customer_service,sales' "
+            "(--task customer_service,sales), to keep earlier tasks while learning later ones.",
             UserWarning,
             stacklevel=4,
         )

@@ -6,6 +6,13 @@ mostly good agent behaviour, some mediocre, some bad. The resulting `tiny-kimi-k
 well-formed turns (thinking, answer or tool calls, end of turn) with a spread of behaviours, which
 is what GSPO needs: groups whose rewards differ.
 
+Three stages, each with its own optimizer: copy drills (`training.copy_drills`); a first pass of
+mixed-quality dialogues; then a longer *practice* pass on fresh dialogues, mostly good ones. The
+first two teach the format and the shape of every path; the practice pass teaches the model to take
+the action the request needs (held-out customer_service success 0.17 -> 0.55 in the experiments that
+chose it: experiments/LOG.md, 2026-12-01). Its mix can include deflecting agents
+(`DeflectingAgent`), the habit experiment of that entry; by default it does not.
+
 Examples are per assistant turn, built the way the sampler sees them: prompt = the rendered
 conversation up to the generation prompt; target = the turn's completion text
 (`reasoning</think>answer[tool calls]<|im_end|>`). Loss is on target tokens only.
@@ -18,7 +25,7 @@ import json
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Collection, Iterator, Sequence
 
@@ -28,7 +35,7 @@ from stateset_agents.rollout.encoding import EncodedPrompt, PromptEncoder
 from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
 from stateset_agents.training import copy_drills
 
-WARM_START_VERSION = 3
+WARM_START_VERSION = 4
 BUILD_THREADS = 2  # torch threads while training: the same rounding wherever it is rebuilt
 
 
@@ -44,12 +51,31 @@ def pinned_threads(count: int = BUILD_THREADS) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
+class PracticePass:
+    """The last stage: `dialogues_per_task` fresh dialogues per task (their own scenarios, seed + 1), of
+    which these shares are oracle, mediocre and deflecting agents (the rest bad), at `learning_rate`.
+    `dialogues_per_task=0` leaves the stage out."""
+
+    dialogues_per_task: int = 3000
+    oracle_fraction: float = 0.8
+    mediocre_fraction: float = 0.2
+    deflecting_fraction: float = 0.0
+    learning_rate: float = 2e-3
+
+    def mix(self) -> dict[str, float]:
+        bad = max(0.0, 1.0 - self.oracle_fraction - self.mediocre_fraction - self.deflecting_fraction)
+        return {"oracle": self.oracle_fraction, "mediocre": self.mediocre_fraction,
+                "deflecting": self.deflecting_fraction, "bad": bad}
+
+
+@dataclass(frozen=True)
 class WarmStartSettings:
     """Settings of the warm start. Each dialogue is played on its own freshly generated scenario
     (new order numbers, devices, SKUs, disjoint from the shipped train and eval splits), so ids must
     be copied from the conversation; `dialogues_per_task` dialogues per task, mixed by the fractions,
     trained for `epochs` passes. First, `copy_drills` copy drills (`training.copy_drills`) are
-    trained in batches of `copy_drill_batch_rows`. Why these values: experiments/LOG.md.
+    trained in batches of `copy_drill_batch_rows`; last, the `practice` pass. Why these values:
+    experiments/LOG.md.
     """
 
     dialogues_per_task: int = 1000
@@ -63,6 +89,7 @@ class WarmStartSettings:
     copy_drill_learning_rate: float = 2e-3
     copy_drill_max_filler: int = 120  # random tokens between a drill's source and its repeat
     seed: int = 0
+    practice: PracticePass = PracticePass()
 
 
 def warm_start_sources() -> list[Path]:
@@ -83,20 +110,23 @@ def warm_start_fingerprint(settings: WarmStartSettings = WarmStartSettings(),
                       sort_keys=True)
 
 
-def reference_dialogues(settings: WarmStartSettings) -> list[tuple[object, dict]]:
-    """(task, dialogue) pairs for every task, in a fixed order."""
+def reference_dialogues(settings: WarmStartSettings, practice: bool = False) -> list[tuple[object, dict]]:
+    """(task, dialogue) pairs for every task, in a fixed order: the first pass's, or the practice pass's."""
     from stateset_agents.tasks.episodes import generate_reference_dialogues
     from stateset_agents.tasks.generate_data import fresh_scenarios
-    from stateset_agents.tasks.registry import get_task, list_tasks
+    from stateset_agents.tasks.registry import WARM_START_TASKS, get_task
 
-    mix = {"oracle": settings.oracle_fraction, "mediocre": settings.mediocre_fraction,
-           "bad": 1.0 - settings.oracle_fraction - settings.mediocre_fraction}
+    if practice:
+        count, seed, mix = settings.practice.dialogues_per_task, settings.seed + 1, settings.practice.mix()
+    else:
+        count, seed = settings.dialogues_per_task, settings.seed
+        mix = {"oracle": settings.oracle_fraction, "mediocre": settings.mediocre_fraction,
+               "bad": 1.0 - settings.oracle_fraction - settings.mediocre_fraction}
     pairs = []
-    for offset, name in enumerate(list_tasks()):
+    for offset, name in enumerate(WARM_START_TASKS):
         task = get_task(name)
-        scenarios = fresh_scenarios(task, settings.dialogues_per_task, settings.seed)
-        for dialogue in generate_reference_dialogues(task, settings.dialogues_per_task, settings.seed + offset, mix,
-                                                     scenarios=scenarios):
+        scenarios = fresh_scenarios(task, count, seed)
+        for dialogue in generate_reference_dialogues(task, count, seed + offset, mix, scenarios=scenarios):
             pairs.append((task, dialogue))
     return pairs
 
@@ -216,6 +246,7 @@ class WarmStartInputs:
     dialogues: int
     examples: list[tuple[EncodedPrompt, list[int]]]
     drills: list[tuple[EncodedPrompt, list[int]]]
+    practice: list[tuple[EncodedPrompt, list[int]]] = field(default_factory=list)
 
 
 def prepare_warm_start(base_dir: Path, settings: WarmStartSettings = WarmStartSettings()) -> WarmStartInputs:
@@ -226,13 +257,19 @@ def prepare_warm_start(base_dir: Path, settings: WarmStartSettings = WarmStartSe
     torch.manual_seed(settings.seed)
     loaded = load_model(str(base_dir), LoadSettings(device="cpu", dtype="float32"))
     encoder = PromptEncoder(loaded.tokenizer, get_chat_format(loaded.tokenizer), loaded.image_settings)
-    pairs = reference_dialogues(settings)
-    examples = [example for task, dialogue in pairs
-                for example in turn_examples(task, dialogue["messages"], encoder, dialogue["mistyped_turns"])]
+    first = reference_dialogues(settings)
+    practice = reference_dialogues(settings, practice=True) if settings.practice.dialogues_per_task else []
     drills = (copy_drills.copy_drill_examples(loaded.tokenizer, settings.copy_drills, settings.seed,
                                               max_filler=settings.copy_drill_max_filler)
               if settings.copy_drills else [])
-    return WarmStartInputs(loaded, len(pairs), examples, drills)
+    return WarmStartInputs(loaded, len(first) + len(practice), dialogue_examples(first, encoder), drills,
+                           dialogue_examples(practice, encoder))
+
+
+def dialogue_examples(pairs: list[tuple[object, dict]], encoder: PromptEncoder) -> list[tuple[EncodedPrompt, list[int]]]:
+    """The per-turn examples of (task, dialogue) pairs, leaving out deliberately mistyped turns."""
+    return [example for task, dialogue in pairs
+            for example in turn_examples(task, dialogue["messages"], encoder, dialogue["mistyped_turns"])]
 
 
 def warm_start_inputs_digest(inputs: WarmStartInputs, settings: WarmStartSettings = WarmStartSettings()) -> str:
@@ -247,7 +284,10 @@ def warm_start_inputs_digest(inputs: WarmStartInputs, settings: WarmStartSetting
     for name, tensor in sorted(inputs.loaded.model.state_dict().items()):
         digest.update(name.encode() + b"\0" + tensor.detach().contiguous().cpu().numpy().tobytes())
     digest.update(json.dumps(inputs.loaded.tokenizer.get_vocab(), sort_keys=True).encode())
-    for kind, rows in (("examples", inputs.examples), ("drills", inputs.drills)):
+    passes = [("examples", inputs.examples), ("drills", inputs.drills)]
+    if inputs.practice:  # (a warm start without the practice pass keeps its digest)
+        passes.append(("practice", inputs.practice))
+    for kind, rows in passes:
         digest.update(f"{kind}:{len(rows)}".encode())
         for prompt, completion in rows:
             digest.update(repr((prompt.input_ids, completion)).encode())
@@ -265,30 +305,50 @@ def _training_step_sources() -> list[Path]:
 
 
 def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSettings = WarmStartSettings(),
-                       log: Callable[[str], None] = print) -> Path:
-    """Warm-start the base tiny model and save it as an ordinary model directory in `output_dir`."""
+                       log: Callable[[str], None] = print, after_first_pass: Path | None = None) -> Path:
+    """Warm-start the base tiny model and save it as an ordinary model directory in `output_dir`.
+
+    `after_first_pass`: a model directory that already went through the drills and the first pass with
+    these settings (a build of `replace(settings, practice=PracticePass(dialogues_per_task=0))`); only
+    the practice pass is run on it. Each pass has its own optimizer and seeded shuffle, so the result is
+    bit for bit a full build's (tests/test_shipped_weights.py); `--verify-shipped` rebuilds in full.
+    """
     from stateset_agents.models.vision import ImageProcessorSettings
 
     started = time.perf_counter()
     inputs = prepare_warm_start(base_dir, settings)
     loaded = inputs.loaded
     inputs_digest = warm_start_inputs_digest(inputs, settings)
-    log(f"warm start: {inputs.dialogues} dialogues, {len(inputs.examples)} assistant turns, "
-        f"{sum(len(c) for _, c in inputs.examples)} target tokens, {len(inputs.drills)} copy drills")
-    drill_losses = []
+    log(f"warm start: {inputs.dialogues} dialogues, {len(inputs.examples)} + {len(inputs.practice)} assistant "
+        f"turns (first pass + practice), {sum(len(c) for _, c in inputs.examples + inputs.practice)} target "
+        f"tokens, {len(inputs.drills)} copy drills")
+    drill_losses, epoch_losses, practice_losses = [], [], []
+    model = loaded.model
     with pinned_threads():  # the same rounding on every machine: the shipped copy is rebuilt bit for bit
-        if inputs.drills:
-            drill_settings = replace(settings, epochs=1, batch_rows=settings.copy_drill_batch_rows,
-                                     learning_rate=settings.copy_drill_learning_rate)
-            drill_losses = supervised_epochs(loaded.model, inputs.drills, loaded.tokenizer, drill_settings, log,
-                                             "copy drills")
-        epoch_losses = supervised_epochs(loaded.model, inputs.examples, loaded.tokenizer, settings, log)
+        if after_first_pass is not None:
+            from stateset_agents.models.loading import LoadSettings, load_model
+
+            log(f"warm start: starting from {after_first_pass}, after the drills and the first pass")
+            model = load_model(str(after_first_pass), LoadSettings(device="cpu", dtype="float32")).model
+        else:
+            if inputs.drills:
+                drill_settings = replace(settings, epochs=1, batch_rows=settings.copy_drill_batch_rows,
+                                         learning_rate=settings.copy_drill_learning_rate)
+                drill_losses = supervised_epochs(model, inputs.drills, loaded.tokenizer, drill_settings, log,
+                                                 "copy drills")
+            epoch_losses = supervised_epochs(model, inputs.examples, loaded.tokenizer, settings, log)
+        if inputs.practice:
+            practice_settings = replace(settings, epochs=1, learning_rate=settings.practice.learning_rate,
+                                        seed=settings.seed + 1)
+            practice_losses = supervised_epochs(model, inputs.practice, loaded.tokenizer, practice_settings,
+                                                log, "practice")
     output_dir = Path(output_dir)
-    loaded.model.save_pretrained(output_dir)
+    model.save_pretrained(output_dir)
     loaded.tokenizer.save_pretrained(output_dir)
     ImageProcessorSettings.load(base_dir).save(output_dir)
-    report = {"dialogues": inputs.dialogues, "examples": len(inputs.examples), "drill_losses": drill_losses,
-              "epoch_losses": epoch_losses, "inputs_digest": inputs_digest,
-              "seconds": time.perf_counter() - started, "settings": asdict(settings)}
+    report = {"dialogues": inputs.dialogues, "examples": len(inputs.examples), "practice_examples": len(inputs.practice),
+              "drill_losses": drill_losses, "epoch_losses": epoch_losses, "practice_losses": practice_losses,
+              "inputs_digest": inputs_digest, "seconds": time.perf_counter() - started,
+              "after_first_pass": after_first_pass is not None, "settings": asdict(settings)}
     (output_dir / "warm_start.json").write_text(json.dumps(report, indent=2))
     return output_dir
