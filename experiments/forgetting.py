@@ -203,6 +203,34 @@ def plot(summary: dict, path: Path, title: str) -> None:
     figure.savefig(path, dpi=120)
 
 
+def write_results(prefix: Path, runs: dict[int, dict], meta: dict, command: str) -> str:
+    """PREFIX.json, PREFIX.png and PREFIX.md from per-seed results; returns the markdown."""
+    summaries = {metric: summarize(runs, metric) for metric in METRICS}
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_suffix(".json").write_text(json.dumps({"command": command, **meta, "summary": summaries,
+                                                       "runs": {str(k): v for k, v in runs.items()}}, indent=2))
+    plot(summaries["reward_mean"], prefix.with_suffix(".png"),
+         f"Forgetting: {meta['tasks'][0]} (A) then {meta['tasks'][1]} (B), seeds {sorted(runs)}")
+    table = markdown(summaries, sorted(runs), command.strip(), meta)
+    prefix.with_suffix(".md").write_text(table)
+    return table
+
+
+def merge_results(paths: list[Path], prefix: Path, argv) -> int:
+    """One set of tables from several results JSON (same tasks and settings, distinct seeds)."""
+    loaded = [json.loads(path.read_text()) for path in paths]
+    keys = ("tasks", "iterations_per_task", "eval_samples", "eval_episodes", "continual")
+    if any({key: item[key] for key in keys} != {key: loaded[0][key] for key in keys} for item in loaded):
+        raise SystemExit(f"--merge: the results differ in one of {', '.join(keys)}")
+    runs = {int(seed): run for item in loaded for seed, run in item["runs"].items()}
+    meta = {**{key: loaded[0][key] for key in keys}, "machine": loaded[0]["machine"],
+            "wall_minutes": sum(item["wall_minutes"] for item in loaded),
+            "merged": [item["command"] for item in loaded]}
+    command = "python experiments/forgetting.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(write_results(prefix, runs, meta, command))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -220,6 +248,8 @@ def main(argv=None) -> int:
         "prefix of the committed results: PREFIX.json, PREFIX.png, PREFIX.md "
         "(default experiments/results/forgetting[_quick]_<model>_<commit>)"))
     parser.add_argument("--quick", action="store_true", help="base model, seed 0, 1 short iteration per task")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help=(
+        "no training: combine the results JSON of earlier runs (e.g. one per seed) into one set of tables at --output"))
     parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "forgetting"),
                         help="training runs (metrics.jsonl, plots, checkpoints); not committed")
     args = parser.parse_args(argv)
@@ -242,6 +272,8 @@ def main(argv=None) -> int:
     EVAL_SCENARIOS = args.eval_scenarios
     from stateset_agents.embedded import ensure_embedded_model
 
+    if args.merge:
+        return merge_results(args.merge, Path(args.output), argv)
     tasks = BASE_CONFIG.replace(task=args.tasks).task_sequence
     if len(tasks) != 2:
         parser.error("--tasks takes exactly two tasks: A,B")
@@ -250,8 +282,6 @@ def main(argv=None) -> int:
     root = Path(args.runs_dir)
     started = time.perf_counter()
     runs = {seed: run_seed(seed, tasks, args.iterations_per_task, args.eval_samples, root) for seed in args.seeds}
-    summaries = {metric: summarize(runs, metric) for metric in METRICS}
-    summary = summaries["reward_mean"]
     from stateset_agents.tasks.registry import get_task
 
     meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "eval_samples": args.eval_samples,
@@ -261,13 +291,7 @@ def main(argv=None) -> int:
             "machine": f"{os.cpu_count()} CPU cores, {args.threads} torch thread(s)"}
     command = "flock /tmp/stateset-cpu.lock .venv/bin/python experiments/forgetting.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    prefix.with_suffix(".json").write_text(json.dumps({"command": command, **meta, "summary": summaries,
-                                                       "runs": {str(k): v for k, v in runs.items()}}, indent=2))
-    plot(summary, prefix.with_suffix(".png"),
-         f"Forgetting: {tasks[0]} (A) then {tasks[1]} (B), {BASE_CONFIG.model_name}, seeds {args.seeds}")
-    table = markdown(summaries, args.seeds, command.strip(), meta)
-    prefix.with_suffix(".md").write_text(table)
+    table = write_results(prefix, runs, meta, command)
     print(table)
     return 0
 
