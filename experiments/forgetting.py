@@ -207,12 +207,16 @@ def write_results(prefix: Path, runs: dict[int, dict], meta: dict, command: str)
     """PREFIX.json, PREFIX.png and PREFIX.md from per-seed results; returns the markdown."""
     summaries = {metric: summarize(runs, metric) for metric in METRICS}
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    prefix.with_suffix(".json").write_text(json.dumps({"command": command, **meta, "summary": summaries,
-                                                       "runs": {str(k): v for k, v in runs.items()}}, indent=2))
-    plot(summaries["reward_mean"], prefix.with_suffix(".png"),
+
+    def path(extension: str) -> Path:  # not with_suffix: a prefix like "..._tiny-kimi-k2.5_<commit>" has a dot
+        return prefix.parent / (prefix.name + extension)
+
+    path(".json").write_text(json.dumps({"command": command, **meta, "summary": summaries,
+                                         "runs": {str(k): v for k, v in runs.items()}}, indent=2))
+    plot(summaries["reward_mean"], path(".png"),
          f"Forgetting: {meta['tasks'][0]} (A) then {meta['tasks'][1]} (B), seeds {sorted(runs)}")
     table = markdown(summaries, sorted(runs), command.strip(), meta)
-    prefix.with_suffix(".md").write_text(table)
+    path(".md").write_text(table)
     return table
 
 

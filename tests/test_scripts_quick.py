@@ -58,8 +58,8 @@ SCRIPTS = [
     ("experiments/copy_drill_probe.py", ["--quick", "--out", "OUT/probe.json"], ["probe.json"]),
     ("experiments/demo_seeds.py", ["--quick", "--results", "OUT", "--output-root", "OUT/runs"],
      ["demo_seeds_quick_tiny-kimi-k2.5-base_*.json", "demo_seeds_quick_tiny-kimi-k2.5-base_*.md"]),
-    ("experiments/forgetting.py", ["--quick", "--output", "OUT/forgetting", "--runs-dir", "OUT/runs"],
-     ["forgetting.json", "forgetting.md", "forgetting.png"]),
+    ("experiments/forgetting.py", ["--quick", "--output", "OUT/forgetting_k2.5", "--runs-dir", "OUT/runs"],
+     ["forgetting_k2.5.json", "forgetting_k2.5.md", "forgetting_k2.5.png"]),  # a dot in the prefix
     ("experiments/reward_breakdown.py", ["--quick", "--out", "OUT/breakdown.json"], ["breakdown.json"]),
     ("experiments/warm_start_experiment.py", ["--quick", "--out", "OUT/exp"], ["exp/out/warm_start.json",
                                                                               "exp/screen.json"]),
@@ -107,6 +107,29 @@ def test_experiment_configs_are_the_runs_they_describe():
     assert (replay.replay_buffer_size, replay.replay_ratio, replay.kl_penalty_beta) == (2000, 0.5, 0.1)
     assert replay.model_name == "tiny-kimi-k2.5" and replay.task == "continual_two_stores"
     assert replay.task_sequence == ["customer_service", "customer_service_claims"]
+
+
+# What each variant of the demo's run changes (experiments/LOG.md, "RL's budget"); nothing else may differ.
+RL_BUDGET_VARIANTS = {
+    "lr5e3": dict(learning_rate=5e-3),
+    "s8": dict(scenarios_per_iteration=8, per_device_train_batch_size=16, num_outer_iterations=6),
+    "clip10": dict(clip_epsilon_low=1.5e-3, clip_epsilon_high=2.5e-3),
+    "grpo": dict(loss_type="grpo", clip_epsilon_low=0.2, clip_epsilon_high=0.28),
+    "curve40": dict(num_outer_iterations=40, eval_every=5, eval_scenarios=60, save_every=10),
+    "curve_kl": dict(num_outer_iterations=20, eval_every=5, eval_scenarios=60, save_every=10, kl_beta=0.1),
+}
+
+
+def test_rl_budget_variants_differ_from_the_demo_only_where_they_say():
+    from stateset_agents.training.config import TrainingConfig
+
+    configs = REPO / "experiments" / "configs"
+    demo = TrainingConfig.from_file(configs / "demo_seeds.yaml")
+    found = {path.stem for path in (configs / "rl_budget").glob("*.yaml")}
+    assert found == set(RL_BUDGET_VARIANTS)
+    for name, changes in RL_BUDGET_VARIANTS.items():
+        variant = TrainingConfig.from_file(configs / "rl_budget" / f"{name}.yaml")
+        assert variant == demo.replace(output_dir=f"outputs/rl_budget/{name}", **changes), name
 
 
 def test_benchmark_settings_come_from_the_preset():
