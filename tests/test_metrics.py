@@ -171,6 +171,8 @@ def test_console_sink_without_tty(tmp_path, capsys):
 def test_console_line_only_shows_present_keys():
     assert format_console_line({"iteration": 4}) == "iter 4"
     assert format_console_line({"reward/mean": float("nan")}) == "reward nan"
+    assert format_console_line({"entropy": 0.0912, "eval/reward_mean": 0.8, "eval/success_rate": 0.6667}) == (
+        "entropy 0.091 | eval 0.800 | eval success 67%")
 
 
 def test_unknown_sink_and_closed_logger(tmp_path):

@@ -334,8 +334,10 @@ def format_console_line(metrics: Mapping[str, Any], total_iterations: int | None
         low = _fmt(metrics.get("clip/low_fraction", float("nan")), ".3f")
         high = _fmt(metrics.get("clip/high_fraction", float("nan")), ".3f")
         parts.append(f"clip {low}/{high}")
-    simple = [("kl/ref", "kl", ".4f"), ("grad_norm", "gnorm", ".3f"),
-              ("eval/reward_mean", "eval", ".3f"), ("time/iteration", "time", ".1f")]
+    # entropy: a sharp warm start whose sampled-token entropy keeps rising is drifting away, not learning
+    simple = [("kl/ref", "kl", ".4f"), ("entropy", "entropy", ".3f"), ("grad_norm", "gnorm", ".3f"),
+              ("eval/reward_mean", "eval", ".3f"), ("eval/success_rate", "eval success", ".0%"),
+              ("time/iteration", "time", ".1f")]
     for key, label, spec in simple:
         if key in metrics:
             parts.append(f"{label} {_fmt(metrics[key], spec)}{'s' if key.startswith('time') else ''}")
