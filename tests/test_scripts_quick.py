@@ -116,7 +116,7 @@ RL_BUDGET_VARIANTS = {
     "clip10": dict(clip_epsilon_low=1.5e-3, clip_epsilon_high=2.5e-3),
     "grpo": dict(loss_type="grpo", clip_epsilon_low=0.2, clip_epsilon_high=0.28),
     "curve40": dict(num_outer_iterations=40, eval_every=5, eval_scenarios=60, save_every=10),
-    "curve_kl": dict(num_outer_iterations=20, eval_every=5, eval_scenarios=60, save_every=10, kl_beta=0.1),
+    "curve_kl": dict(num_outer_iterations=20, eval_every=5, eval_scenarios=60, save_every=10, kl_beta=0.1),  # resumed to 30
 }
 
 
