@@ -220,6 +220,11 @@ def write_results(prefix: Path, runs: dict[int, dict], meta: dict, command: str)
     return table
 
 
+def recorded_command(argv) -> str:
+    """The command line written into the results (as run; the arguments of `main(argv)` or of the process)."""
+    return "python experiments/forgetting.py " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
 def merge_results(paths: list[Path], prefix: Path, argv) -> int:
     """One set of tables from several results JSON (same tasks and settings, distinct seeds)."""
     loaded = [json.loads(path.read_text()) for path in paths]
@@ -230,8 +235,7 @@ def merge_results(paths: list[Path], prefix: Path, argv) -> int:
     meta = {**{key: loaded[0][key] for key in keys}, "machine": loaded[0]["machine"],
             "wall_minutes": sum(item["wall_minutes"] for item in loaded),
             "merged": [item["command"] for item in loaded]}
-    command = "python experiments/forgetting.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(write_results(prefix, runs, meta, command))
+    print(write_results(prefix, runs, meta, recorded_command(argv)))
     return 0
 
 
@@ -293,9 +297,7 @@ def main(argv=None) -> int:
             "continual": {key: getattr(BASE_CONFIG, key) for key in
                           ("replay_buffer_size", "replay_ratio", "kl_penalty_beta")}, "wall_minutes": (time.perf_counter() - started) / 60,
             "machine": f"{os.cpu_count()} CPU cores, {args.threads} torch thread(s)"}
-    command = "flock /tmp/stateset-cpu.lock .venv/bin/python experiments/forgetting.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)
-    table = write_results(prefix, runs, meta, command)
+    table = write_results(prefix, runs, meta, recorded_command(argv))
     print(table)
     return 0
 

@@ -116,7 +116,8 @@ RL_BUDGET_VARIANTS = {
     "clip10": dict(clip_epsilon_low=1.5e-3, clip_epsilon_high=2.5e-3),
     "grpo": dict(loss_type="grpo", clip_epsilon_low=0.2, clip_epsilon_high=0.28),
     "curve40": dict(num_outer_iterations=40, eval_every=5, eval_scenarios=60, save_every=10),
-    "curve_kl": dict(num_outer_iterations=20, eval_every=5, eval_scenarios=60, save_every=10, kl_beta=0.1),  # resumed to 30
+    # curve_kl: 20 iterations, then resumed to 30 (--resume --iterations 30)
+    "curve_kl": dict(num_outer_iterations=20, eval_every=5, eval_scenarios=60, save_every=10, kl_beta=0.1),
     "curve_kl_lr4e3": dict(num_outer_iterations=16, eval_every=4, eval_scenarios=60, save_every=8, kl_beta=0.1,
                            learning_rate=4e-3),
 }
