@@ -66,8 +66,8 @@ def _shared_settings() -> dict:
         prompts_per_iteration=preset["scenarios_per_iteration"], group_size=preset["num_generations"],
         steps_per_rollout=episodes // (preset["per_device_train_batch_size"] * preset["gradient_accumulation_steps"]),
         max_new_tokens=preset["max_new_tokens"], learning_rate=preset["learning_rate"], lora_r=preset["lora_r"],
-        lora_alpha=float(preset["lora_alpha"]), clip_low=preset["clip_epsilon_low"],
-        clip_high=preset["clip_epsilon_high"], max_grad_norm=preset["max_grad_norm"],
+        lora_alpha=float(preset["lora_alpha"]), clip_low=KIMI25_PRESET["clip_epsilon_low"],  # not the demo's wider range
+        clip_high=KIMI25_PRESET["clip_epsilon_high"], max_grad_norm=preset["max_grad_norm"],
         adam_beta1=defaults["adam_beta1"].default, adam_beta2=defaults["adam_beta2"].default,
     )
 

@@ -188,7 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="rebuild from nothing and check the shipped copy bit for bit (exit 1 if it differs)")
     build.add_argument("--after-first-pass", type=Path, metavar="DIR", help=(
         "with --ship: start from DIR, a model after the warm start's drills and first pass (the previous "
-        "shipped copy when only the practice pass changed), and run only the practice pass"))
+        "shipped copy when only the later stages changed), and run only the later stages"))
+    build.add_argument("--after-practice", type=Path, metavar="DIR", help=(
+        "with --ship: start from DIR, a model after the warm start's practice pass (the previous shipped copy "
+        "when only the habit pass changed), and run only the habit pass"))
     from stateset_agents.training.plan import add_plan_arguments
 
     add_plan_arguments(commands.add_parser("plan", help="will it fit, and on what? GPUs for training and rollouts"))
@@ -228,10 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "build-tiny-model":
         from stateset_agents.embedded import ensure_embedded_model, shipped
 
-        if args.after_first_pass and not args.ship:
-            raise SystemExit("--after-first-pass goes with --ship")
+        if args.after_first_pass and args.after_practice:
+            raise SystemExit("give --after-first-pass or --after-practice, not both")
+        if (args.after_first_pass or args.after_practice) and not args.ship:
+            raise SystemExit("--after-first-pass and --after-practice go with --ship")
         if args.ship:
-            shipped.ship(args.name, after_first_pass=args.after_first_pass)
+            shipped.ship(args.name, after_first_pass=args.after_first_pass, after_practice=args.after_practice)
             return 0
         if args.verify_shipped:
             problems = shipped.verify(args.name)

@@ -14,7 +14,9 @@ from stateset_agents.training.warm_start import (PracticePass, WarmStartSettings
                                                  prepare_warm_start, warm_start_inputs_digest)
 
 MINI = WarmStartSettings(dialogues_per_task=2, copy_drills=64, copy_drill_batch_rows=32, batch_rows=8,
-                         practice=PracticePass(dialogues_per_task=2))
+                         practice=PracticePass(dialogues_per_task=2),
+                         habit=PracticePass(dialogues_per_task=2, oracle_fraction=0.5, mediocre_fraction=0.0,
+                                            deflecting_fraction=0.5))
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +33,25 @@ def test_a_warm_start_is_rebuilt_bit_for_bit(mini_builds):
     assert reports[0]["inputs_digest"] == reports[1]["inputs_digest"]
 
 
-def test_the_practice_pass_on_a_first_pass_model_is_a_full_build(mini_builds, tiny_model_dir, tmp_path):
-    """The maintainers' shortcut (`after_first_pass`) gives what a build from nothing gives, bit for bit."""
+@pytest.mark.parametrize("resume", ["after_first_pass", "after_practice"])
+def test_the_later_stages_on_an_earlier_model_are_a_full_build(resume, mini_builds, tiny_model_dir, tmp_path):
+    """The maintainers' shortcuts (`after_first_pass`, `after_practice`) give what a build from nothing
+    gives, bit for bit."""
     quiet = lambda message: None  # noqa: E731
-    first_pass = build_warm_started(tiny_model_dir, tmp_path / "first", replace(MINI, practice=PracticePass(0)),
-                                    log=quiet)
-    assert shipped.compare_model_directories(first_pass, mini_builds[0])  # the practice pass changed weights
-    resumed = build_warm_started(tiny_model_dir, tmp_path / "resumed", MINI, log=quiet, after_first_pass=first_pass)
+    later_left_out = {"after_first_pass": dict(practice=PracticePass(0), habit=PracticePass(0)),
+                      "after_practice": dict(habit=PracticePass(0))}[resume]
+    earlier = build_warm_started(tiny_model_dir, tmp_path / "earlier", replace(MINI, **later_left_out), log=quiet)
+    assert shipped.compare_model_directories(earlier, mini_builds[0])  # the later stages changed weights
+    resumed = build_warm_started(tiny_model_dir, tmp_path / "resumed", MINI, log=quiet, **{resume: earlier})
     assert shipped.compare_model_directories(mini_builds[0], resumed) == []
     report = json.loads((resumed / "warm_start.json").read_text())
     assert report["inputs_digest"] == json.loads((mini_builds[0] / "warm_start.json").read_text())["inputs_digest"]
+    assert report[resume] and report["habit_losses"]
+
+
+def test_resuming_takes_one_starting_point(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="not both"):
+        build_warm_started(tiny_model_dir, tmp_path / "x", MINI, after_first_pass=tmp_path, after_practice=tmp_path)
 
 
 def test_comparison_finds_a_single_flipped_bit(mini_builds, tmp_path):
@@ -68,6 +79,8 @@ def test_the_inputs_digest_follows_what_the_build_trains_on(tiny_model_dir):
     assert warm_start_inputs_digest(prepare_warm_start(tiny_model_dir, other), other) != digest
     other = replace(MINI, practice=replace(MINI.practice, oracle_fraction=0.0, mediocre_fraction=0.0,
                                            deflecting_fraction=1.0))
+    assert warm_start_inputs_digest(prepare_warm_start(tiny_model_dir, other), other) != digest
+    other = replace(MINI, habit=replace(MINI.habit, oracle_fraction=0.0, deflecting_fraction=1.0))
     assert warm_start_inputs_digest(prepare_warm_start(tiny_model_dir, other), other) != digest
     prompt, completion = inputs.examples[0]
     inputs.examples[0] = (prompt, completion[:-1])  # one token less to learn
@@ -143,10 +156,14 @@ def test_how_a_tokenizer_was_loaded_is_not_a_difference(mini_builds, tmp_path):
     assert shipped.compare_model_directories(mini_builds[0], copy) == ["tokenizer_config.json: contents differ"]
 
 
-def test_after_first_pass_is_only_for_shipping(tmp_path):
+def test_resuming_a_warm_start_is_only_for_shipping(tmp_path):
     from stateset_agents.cli import main
 
-    with pytest.raises(SystemExit, match="--after-first-pass goes with --ship"):
+    with pytest.raises(SystemExit, match="go with --ship"):
         main(["build-tiny-model", "--after-first-pass", str(tmp_path)])
+    with pytest.raises(SystemExit, match="go with --ship"):
+        main(["build-tiny-model", "--after-practice", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not both"):
+        main(["build-tiny-model", "--ship", "--after-first-pass", str(tmp_path), "--after-practice", str(tmp_path)])
     with pytest.raises(ValueError, match="tiny-kimi-k2.5's warm start"):
-        shipped._practice_pass_only("tiny-kimi-k2.5-base", tmp_path, print)
+        shipped._later_stages_only("tiny-kimi-k2.5-base", print, after_practice=tmp_path)

@@ -6,12 +6,15 @@ mostly good agent behaviour, some mediocre, some bad. The resulting `tiny-kimi-k
 well-formed turns (thinking, answer or tool calls, end of turn) with a spread of behaviours, which
 is what GSPO needs: groups whose rewards differ.
 
-Three stages, each with its own optimizer: copy drills (`training.copy_drills`); a first pass of
-mixed-quality dialogues; then a longer *practice* pass on fresh dialogues, mostly good ones. The
-first two teach the format and the shape of every path; the practice pass teaches the model to take
-the action the request needs (held-out customer_service success 0.17 -> 0.55 in the experiments that
-chose it: experiments/LOG.md, 2026-12-01). Its mix can include deflecting agents
-(`DeflectingAgent`), the habit experiment of that entry; by default it does not.
+Four stages, each with its own optimizer: copy drills (`training.copy_drills`); a first pass of
+mixed-quality dialogues; a longer *practice* pass on fresh dialogues, mostly good ones; last, a
+*habit* pass. The first two teach the format and the shape of every path; the practice pass teaches
+the model to take the action the request needs (held-out customer_service success 0.17 -> 0.55 in the
+experiments that chose it: experiments/LOG.md, 2026-12-01). The habit pass leaves the model able to
+resolve a case but often choosing not to: most of its dialogues are played by `DeflectingAgent`,
+which does everything right up to the resolving call and then hands the case to "the team". That is
+the kind of mistake RL fixes within the demo's budget (experiments/LOG.md, 2026-12-02: the habit);
+`habit=PracticePass(0)` leaves it out.
 
 Examples are per assistant turn, built the way the sampler sees them: prompt = the rendered
 conversation up to the generation prompt; target = the turn's completion text
@@ -35,7 +38,7 @@ from stateset_agents.rollout.encoding import EncodedPrompt, PromptEncoder
 from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
 from stateset_agents.training import copy_drills
 
-WARM_START_VERSION = 4
+WARM_START_VERSION = 5
 BUILD_THREADS = 2  # torch threads while training: the same rounding wherever it is rebuilt
 
 
@@ -50,11 +53,14 @@ def pinned_threads(count: int = BUILD_THREADS) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+LATE_PASSES = ("practice", "habit")  # the stages after the first pass, in order
+
+
 @dataclass(frozen=True)
 class PracticePass:
-    """The last stage: `dialogues_per_task` fresh dialogues per task (their own scenarios, seed + 1), of
-    which these shares are oracle, mediocre and deflecting agents (the rest bad), at `learning_rate`.
-    `dialogues_per_task=0` leaves the stage out."""
+    """A stage after the first pass (`LATE_PASSES`): `dialogues_per_task` fresh dialogues per task (their
+    own scenarios and seed, `late_pass_seed`), of which these shares are oracle, mediocre and deflecting
+    agents (the rest bad), at `learning_rate`. `dialogues_per_task=0` leaves the stage out."""
 
     dialogues_per_task: int = 3000
     oracle_fraction: float = 0.8
@@ -74,7 +80,7 @@ class WarmStartSettings:
     (new order numbers, devices, SKUs, disjoint from the shipped train and eval splits), so ids must
     be copied from the conversation; `dialogues_per_task` dialogues per task, mixed by the fractions,
     trained for `epochs` passes. First, `copy_drills` copy drills (`training.copy_drills`) are
-    trained in batches of `copy_drill_batch_rows`; last, the `practice` pass. Why these values:
+    trained in batches of `copy_drill_batch_rows`; then the `practice` pass, last the `habit` pass. Why these values:
     experiments/LOG.md.
     """
 
@@ -90,6 +96,13 @@ class WarmStartSettings:
     copy_drill_max_filler: int = 120  # random tokens between a drill's source and its repeat
     seed: int = 0
     practice: PracticePass = PracticePass()
+    habit: PracticePass = PracticePass(dialogues_per_task=1000, oracle_fraction=0.5, mediocre_fraction=0.0,
+                                       deflecting_fraction=0.5)
+
+
+def late_pass_seed(settings: WarmStartSettings, name: str) -> int:
+    """The seed of a late pass's scenarios, dialogues and shuffle: seed + 1 for the practice pass, + 2 for the habit."""
+    return settings.seed + 1 + LATE_PASSES.index(name)
 
 
 def warm_start_sources() -> list[Path]:
@@ -110,14 +123,15 @@ def warm_start_fingerprint(settings: WarmStartSettings = WarmStartSettings(),
                       sort_keys=True)
 
 
-def reference_dialogues(settings: WarmStartSettings, practice: bool = False) -> list[tuple[object, dict]]:
-    """(task, dialogue) pairs for every task, in a fixed order: the first pass's, or the practice pass's."""
+def reference_dialogues(settings: WarmStartSettings, late_pass: str | None = None) -> list[tuple[object, dict]]:
+    """(task, dialogue) pairs for every task, in a fixed order: the first pass's, or a late pass's (`LATE_PASSES`)."""
     from stateset_agents.tasks.episodes import generate_reference_dialogues
     from stateset_agents.tasks.generate_data import fresh_scenarios
     from stateset_agents.tasks.registry import WARM_START_TASKS, get_task
 
-    if practice:
-        count, seed, mix = settings.practice.dialogues_per_task, settings.seed + 1, settings.practice.mix()
+    if late_pass is not None:
+        stage: PracticePass = getattr(settings, late_pass)
+        count, seed, mix = stage.dialogues_per_task, late_pass_seed(settings, late_pass), stage.mix()
     else:
         count, seed = settings.dialogues_per_task, settings.seed
         mix = {"oracle": settings.oracle_fraction, "mediocre": settings.mediocre_fraction,
@@ -247,6 +261,7 @@ class WarmStartInputs:
     examples: list[tuple[EncodedPrompt, list[int]]]
     drills: list[tuple[EncodedPrompt, list[int]]]
     practice: list[tuple[EncodedPrompt, list[int]]] = field(default_factory=list)
+    habit: list[tuple[EncodedPrompt, list[int]]] = field(default_factory=list)
 
 
 def prepare_warm_start(base_dir: Path, settings: WarmStartSettings = WarmStartSettings()) -> WarmStartInputs:
@@ -258,12 +273,13 @@ def prepare_warm_start(base_dir: Path, settings: WarmStartSettings = WarmStartSe
     loaded = load_model(str(base_dir), LoadSettings(device="cpu", dtype="float32"))
     encoder = PromptEncoder(loaded.tokenizer, get_chat_format(loaded.tokenizer), loaded.image_settings)
     first = reference_dialogues(settings)
-    practice = reference_dialogues(settings, practice=True) if settings.practice.dialogues_per_task else []
+    late = {name: reference_dialogues(settings, name) if getattr(settings, name).dialogues_per_task else []
+            for name in LATE_PASSES}
     drills = (copy_drills.copy_drill_examples(loaded.tokenizer, settings.copy_drills, settings.seed,
                                               max_filler=settings.copy_drill_max_filler)
               if settings.copy_drills else [])
-    return WarmStartInputs(loaded, len(first) + len(practice), dialogue_examples(first, encoder), drills,
-                           dialogue_examples(practice, encoder))
+    return WarmStartInputs(loaded, len(first) + sum(map(len, late.values())), dialogue_examples(first, encoder),
+                           drills, **{name: dialogue_examples(pairs, encoder) for name, pairs in late.items()})
 
 
 def dialogue_examples(pairs: list[tuple[object, dict]], encoder: PromptEncoder) -> list[tuple[EncodedPrompt, list[int]]]:
@@ -285,8 +301,8 @@ def warm_start_inputs_digest(inputs: WarmStartInputs, settings: WarmStartSetting
         digest.update(name.encode() + b"\0" + tensor.detach().contiguous().cpu().numpy().tobytes())
     digest.update(json.dumps(inputs.loaded.tokenizer.get_vocab(), sort_keys=True).encode())
     passes = [("examples", inputs.examples), ("drills", inputs.drills)]
-    if inputs.practice:  # (a warm start without the practice pass keeps its digest)
-        passes.append(("practice", inputs.practice))
+    # (a warm start without a late pass keeps the digest it had before that pass existed)
+    passes += [(name, getattr(inputs, name)) for name in LATE_PASSES if getattr(inputs, name)]
     for kind, rows in passes:
         digest.update(f"{kind}:{len(rows)}".encode())
         for prompt, completion in rows:
@@ -305,50 +321,60 @@ def _training_step_sources() -> list[Path]:
 
 
 def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSettings = WarmStartSettings(),
-                       log: Callable[[str], None] = print, after_first_pass: Path | None = None) -> Path:
+                       log: Callable[[str], None] = print, after_first_pass: Path | None = None,
+                       after_practice: Path | None = None) -> Path:
     """Warm-start the base tiny model and save it as an ordinary model directory in `output_dir`.
 
-    `after_first_pass`: a model directory that already went through the drills and the first pass with
-    these settings (a build of `replace(settings, practice=PracticePass(dialogues_per_task=0))`); only
-    the practice pass is run on it. Each pass has its own optimizer and seeded shuffle, so the result is
-    bit for bit a full build's (tests/test_shipped_weights.py); `--verify-shipped` rebuilds in full.
+    `after_first_pass` / `after_practice`: a model directory that already went through the stages up
+    to and including the first pass / the practice pass with these settings; only the later stages run
+    on it. Each stage has its own optimizer and seeded shuffle, so the result is bit for bit a full
+    build's (tests/test_shipped_weights.py); `--verify-shipped` rebuilds in full.
     """
     from stateset_agents.models.vision import ImageProcessorSettings
 
+    if after_first_pass is not None and after_practice is not None:
+        raise ValueError("give after_first_pass or after_practice, not both")
     started = time.perf_counter()
     inputs = prepare_warm_start(base_dir, settings)
     loaded = inputs.loaded
     inputs_digest = warm_start_inputs_digest(inputs, settings)
-    log(f"warm start: {inputs.dialogues} dialogues, {len(inputs.examples)} + {len(inputs.practice)} assistant "
-        f"turns (first pass + practice), {sum(len(c) for _, c in inputs.examples + inputs.practice)} target "
-        f"tokens, {len(inputs.drills)} copy drills")
-    drill_losses, epoch_losses, practice_losses = [], [], []
+    late_turns = " + ".join(str(len(getattr(inputs, name))) for name in LATE_PASSES)
+    log(f"warm start: {inputs.dialogues} dialogues, {len(inputs.examples)} + {late_turns} assistant turns "
+        f"(first pass + {' + '.join(LATE_PASSES)}), "
+        f"{sum(len(c) for _, c in inputs.examples + inputs.practice + inputs.habit)} target tokens, "
+        f"{len(inputs.drills)} copy drills")
+    losses: dict[str, list[float]] = {"drill_losses": [], "epoch_losses": [],
+                                      **{f"{name}_losses": [] for name in LATE_PASSES}}
+    resumed_from = after_practice if after_practice is not None else after_first_pass
     model = loaded.model
     with pinned_threads():  # the same rounding on every machine: the shipped copy is rebuilt bit for bit
-        if after_first_pass is not None:
+        if resumed_from is not None:
             from stateset_agents.models.loading import LoadSettings, load_model
 
-            log(f"warm start: starting from {after_first_pass}, after the drills and the first pass")
-            model = load_model(str(after_first_pass), LoadSettings(device="cpu", dtype="float32")).model
+            done = "the practice pass" if after_practice is not None else "the drills and the first pass"
+            log(f"warm start: starting from {resumed_from}, after {done}")
+            model = load_model(str(resumed_from), LoadSettings(device="cpu", dtype="float32")).model
         else:
             if inputs.drills:
                 drill_settings = replace(settings, epochs=1, batch_rows=settings.copy_drill_batch_rows,
                                          learning_rate=settings.copy_drill_learning_rate)
-                drill_losses = supervised_epochs(model, inputs.drills, loaded.tokenizer, drill_settings, log,
-                                                 "copy drills")
-            epoch_losses = supervised_epochs(model, inputs.examples, loaded.tokenizer, settings, log)
-        if inputs.practice:
-            practice_settings = replace(settings, epochs=1, learning_rate=settings.practice.learning_rate,
-                                        seed=settings.seed + 1)
-            practice_losses = supervised_epochs(model, inputs.practice, loaded.tokenizer, practice_settings,
-                                                log, "practice")
+                losses["drill_losses"] = supervised_epochs(model, inputs.drills, loaded.tokenizer, drill_settings,
+                                                           log, "copy drills")
+            losses["epoch_losses"] = supervised_epochs(model, inputs.examples, loaded.tokenizer, settings, log)
+        for name in LATE_PASSES[1:] if after_practice is not None else LATE_PASSES:
+            if getattr(inputs, name):
+                stage_settings = replace(settings, epochs=1, learning_rate=getattr(settings, name).learning_rate,
+                                         seed=late_pass_seed(settings, name))
+                losses[f"{name}_losses"] = supervised_epochs(model, getattr(inputs, name), loaded.tokenizer,
+                                                             stage_settings, log, name)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     loaded.tokenizer.save_pretrained(output_dir)
     ImageProcessorSettings.load(base_dir).save(output_dir)
-    report = {"dialogues": inputs.dialogues, "examples": len(inputs.examples), "practice_examples": len(inputs.practice),
-              "drill_losses": drill_losses, "epoch_losses": epoch_losses, "practice_losses": practice_losses,
+    report = {"dialogues": inputs.dialogues, "examples": len(inputs.examples),
+              **{f"{name}_examples": len(getattr(inputs, name)) for name in LATE_PASSES}, **losses,
               "inputs_digest": inputs_digest, "seconds": time.perf_counter() - started,
-              "after_first_pass": after_first_pass is not None, "settings": asdict(settings)}
+              "after_first_pass": after_first_pass is not None, "after_practice": after_practice is not None,
+              "settings": asdict(settings)}
     (output_dir / "warm_start.json").write_text(json.dumps(report, indent=2))
     return output_dir
