@@ -11,10 +11,10 @@ mixed-quality dialogues; a longer *practice* pass on fresh dialogues, mostly goo
 *habit* pass. The first two teach the format and the shape of every path; the practice pass teaches
 the model to take the action the request needs (held-out customer_service success 0.17 -> 0.55 in the
 experiments that chose it: experiments/LOG.md, 2026-12-01). The habit pass leaves the model able to
-resolve a case but often choosing not to: most of its dialogues are played by `DeflectingAgent`,
-which does everything right up to the resolving call and then hands the case to "the team". That is
-the kind of mistake RL fixes within the demo's budget (experiments/LOG.md, 2026-12-02: the habit);
-`habit=PracticePass(0)` leaves it out.
+resolve a case but often choosing not to: half of its customer_service dialogues are played by
+`DeflectingAgent`, which does everything right up to the resolving call and then hands the case to
+"the team". That is the kind of mistake RL fixes within the demo's budget (experiments/LOG.md,
+2026-12-02: the habit); `habit=PracticePass(0)` leaves it out.
 
 Examples are per assistant turn, built the way the sampler sees them: prompt = the rendered
 conversation up to the generation prompt; target = the turn's completion text
@@ -59,14 +59,15 @@ LATE_PASSES = ("practice", "habit")  # the stages after the first pass, in order
 @dataclass(frozen=True)
 class PracticePass:
     """A stage after the first pass (`LATE_PASSES`): `dialogues_per_task` fresh dialogues per task (their
-    own scenarios and seed, `late_pass_seed`), of which these shares are oracle, mediocre and deflecting
-    agents (the rest bad), at `learning_rate`. `dialogues_per_task=0` leaves the stage out."""
+    own scenarios and seed, `late_pass_seed`) of each of `tasks`, of which these shares are oracle, mediocre
+    and deflecting agents (the rest bad), at `learning_rate`. `dialogues_per_task=0` leaves the stage out."""
 
     dialogues_per_task: int = 3000
     oracle_fraction: float = 0.8
     mediocre_fraction: float = 0.2
     deflecting_fraction: float = 0.0
     learning_rate: float = 2e-3
+    tasks: tuple[str, ...] = ()  # () = every warm-start task
 
     def mix(self) -> dict[str, float]:
         bad = max(0.0, 1.0 - self.oracle_fraction - self.mediocre_fraction - self.deflecting_fraction)
@@ -97,7 +98,7 @@ class WarmStartSettings:
     seed: int = 0
     practice: PracticePass = PracticePass()
     habit: PracticePass = PracticePass(dialogues_per_task=1000, oracle_fraction=0.5, mediocre_fraction=0.0,
-                                       deflecting_fraction=0.5)
+                                       deflecting_fraction=0.5, tasks=("customer_service",))
 
 
 def late_pass_seed(settings: WarmStartSettings, name: str) -> int:
@@ -129,15 +130,17 @@ def reference_dialogues(settings: WarmStartSettings, late_pass: str | None = Non
     from stateset_agents.tasks.generate_data import fresh_scenarios
     from stateset_agents.tasks.registry import WARM_START_TASKS, get_task
 
+    tasks = WARM_START_TASKS
     if late_pass is not None:
         stage: PracticePass = getattr(settings, late_pass)
         count, seed, mix = stage.dialogues_per_task, late_pass_seed(settings, late_pass), stage.mix()
+        tasks = stage.tasks or tasks
     else:
         count, seed = settings.dialogues_per_task, settings.seed
         mix = {"oracle": settings.oracle_fraction, "mediocre": settings.mediocre_fraction,
                "bad": 1.0 - settings.oracle_fraction - settings.mediocre_fraction}
     pairs = []
-    for offset, name in enumerate(WARM_START_TASKS):
+    for offset, name in enumerate(tasks):
         task = get_task(name)
         scenarios = fresh_scenarios(task, count, seed)
         for dialogue in generate_reference_dialogues(task, count, seed + offset, mix, scenarios=scenarios):
