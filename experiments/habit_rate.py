@@ -28,10 +28,10 @@ def habit_rate(model: str, adapter: str | None, task_name: str, samples: int, se
     from stateset_agents.demo import demo_config
     from stateset_agents.rewards.batch_rewards import score_trajectories_sync
     from stateset_agents.rollout.agent import Agent, AgentConfig
-    from stateset_agents.rollout.runner import EpisodeSpec, run_episodes
+    from stateset_agents.rollout.runner import run_episodes
     from stateset_agents.tasks.registry import get_task
     from stateset_agents.tasks.scripted_agents import DeflectingAgent
-    from stateset_agents.training.evaluation import is_success, isolated_rng
+    from stateset_agents.training.evaluation import evaluation_specs, is_success, isolated_rng
 
     config = demo_config("unused", 1, 0, task=task_name)
     agent = Agent(AgentConfig(model_name=model, temperature=config.temperature, top_p=config.top_p,
@@ -42,9 +42,8 @@ def habit_rate(model: str, adapter: str | None, task_name: str, samples: int, se
 
         agent.model = PeftModel.from_pretrained(agent.model, adapter)
     task = get_task(task_name)
-    # the seeds of training.evaluation.evaluate: the same episodes as the demo's held-out evaluation
-    specs = [EpisodeSpec(task, scenario, group_id=i, seed=(seed * 1_000_003 + i) * 1_000_003 + k)
-             for i, scenario in enumerate(task.eval_scenarios()[:scenario_count]) for k in range(samples)]
+    # the same episodes as the demo's held-out evaluation
+    specs = evaluation_specs(task, task.eval_scenarios()[:scenario_count], samples, seed)
     with isolated_rng(seed):
         trajectories, _ = run_episodes(agent, specs, max_turns=config.max_turns, concurrency=32)
     results = score_trajectories_sync(task.default_reward(), trajectories, error_policy="skip")

@@ -61,6 +61,13 @@ def summarize(trajectories, results) -> dict[str, Any]:
     return summary
 
 
+def evaluation_specs(task, scenarios: list[dict], samples_per_scenario: int, seed: int) -> list[EpisodeSpec]:
+    """The episodes `evaluate` plays, each seeded by its place: the numbers do not depend on `concurrency`
+    or batch order, and another script can replay exactly the same episodes."""
+    return [EpisodeSpec(task, s, group_id=i, seed=(seed * 1_000_003 + i) * 1_000_003 + k)
+            for i, s in enumerate(scenarios) for k in range(samples_per_scenario)]
+
+
 def evaluate(
     agent,
     task,
@@ -81,9 +88,7 @@ def evaluate(
     gets the summary of all of them; per-episode seeds make it equal to one process's."""
     from stateset_agents.rewards.batch_rewards import score_trajectories_sync
 
-    # each episode seeded by its place: the numbers do not depend on `concurrency` or batch order
-    specs = [EpisodeSpec(task, s, group_id=i, seed=(seed * 1_000_003 + i) * 1_000_003 + k)
-             for i, s in enumerate(scenarios) for k in range(samples_per_scenario)]
+    specs = evaluation_specs(task, scenarios, samples_per_scenario, seed)
     indices = parallel.share(range(len(specs))) if parallel is not None and parallel.enabled else range(len(specs))
     with isolated_rng(seed):
         trajectories, _ = run_episodes(agent, [specs[i] for i in indices], max_turns=max_turns,
