@@ -33,25 +33,17 @@ QUICK = dict(model_name="tiny-kimi-k2.5-base", scenarios_per_iteration=1, num_ge
              save_every=0)
 
 
-def held_out(trainer, samples_per_scenario: int, seed: int, scenarios: int | None) -> dict:
-    from stateset_agents.training.evaluation import evaluate
-
-    task = trainer.tasks[0]
-    return evaluate(trainer.agent, task, task.eval_scenarios()[:scenarios], task.default_reward(),
-                    samples_per_scenario=samples_per_scenario, max_turns=trainer.config.max_turns,
-                    concurrency=trainer.config.rollout_concurrency, seed=seed)
-
-
-def run_seed(config, samples_per_scenario: int = 2, scenarios: int | None = None) -> dict:
+def run_seed(config, scenarios: int | None = None) -> dict:
     """The demo's run (`stateset_agents.demo.run_demo`) for one config: held-out before, train, held-out after."""
+    from stateset_agents.demo import held_out
     from stateset_agents.training.trainer import GSPOTrainer
 
     started = time.perf_counter()
     shutil.rmtree(config.output_dir, ignore_errors=True)
     trainer = GSPOTrainer(config)
-    before = held_out(trainer, samples_per_scenario, 10_000 + config.seed, scenarios)
+    before = held_out(trainer, scenarios=scenarios)
     result = trainer.train()
-    after = held_out(trainer, samples_per_scenario, 10_000 + config.seed, scenarios)
+    after = held_out(trainer, scenarios=scenarios)
     summary = {"before (warm start)": before, "after (GSPO)": after, "wall_seconds": time.perf_counter() - started}
     (Path(result.output_dir) / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,10 +1,10 @@
 """How often a policy hands the case on instead of resolving it (the warm start's habit pass), and what it costs.
 
     python experiments/habit_rate.py --model tiny-kimi-k2.5 [--adapter RUN/checkpoints/iter_000008/adapter] \
-        [--task customer_service] [--samples 2] [--seed 10000] [--json OUT.json] [--quick]
+        [--task customer_service] [--samples 4] [--seed 10000] [--json OUT.json] [--quick]
 
 Plays every held-out scenario of the task `--samples` times with the demo's sampling and system prompt
-(T 1.0, top_p 0.95, 48 new tokens, 5 turns; the seeds of the demo's held-out evaluation for seed 0, so the
+(T 1.0, top_p 0.95, 48 new tokens, 5 turns; by default the episodes of the demo's held-out evaluation, so the
 totals equal its "before"/"after" numbers), and splits the episodes into those in which the agent said one of
 `DeflectingAgent`'s hand-off lines at least once and the rest: how many, their success rate and mean reward.
 The experiment of experiments/LOG.md, 2026-12-02 ("the habit").
@@ -62,12 +62,14 @@ def habit_rate(model: str, adapter: str | None, task_name: str, samples: int, se
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stateset_agents.demo import HELD_OUT_SAMPLES, HELD_OUT_SEED
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny-kimi-k2.5")
     parser.add_argument("--adapter", default=None, help="a PEFT adapter directory (a checkpoint's adapter/)")
     parser.add_argument("--task", default="customer_service")
-    parser.add_argument("--samples", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=10_000)
+    parser.add_argument("--samples", type=int, default=HELD_OUT_SAMPLES)
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="base model, 2 scenarios, 1 sample, 8 tokens")
     args = parser.parse_args(argv)

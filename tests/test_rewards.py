@@ -138,6 +138,20 @@ def test_rude_and_policy_breaking_are_penalised_by_their_component(task):
     assert mean("oracle", "policy_compliance") == 1.0
 
 
+@pytest.mark.parametrize("task", ["customer_service", "customer_service_claims", "technical_support"])
+def test_a_hand_off_said_without_a_hand_off_tool_is_an_unbacked_claim(task):
+    """The habit the warm start teaches ("I have passed your case to our support team") claims an escalation
+    that never happened; the claims desk's oracle says it after `escalate` succeeded, so it is backed there."""
+    for trajectory in episodes("deflecting", task=task, n=3):
+        assert any(claim.startswith("escalate|open_ticket: ") for claim in unbacked_claims(trajectory.messages))
+        assert PolicyCompliance()(trajectory) <= 0.5
+    assert not any(unbacked_claims(t.messages) for t in episodes("oracle", task=task))
+    said_first = [{"role": "assistant", "content": "I have forwarded it to a colleague."}]
+    tool = [{"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "function": {"name": "open_ticket"}}]},
+            {"role": "tool", "tool_call_id": "c1", "name": "open_ticket", "content": "ticket T1 opened"}]
+    assert unbacked_claims(said_first + tool) and not unbacked_claims(tool + said_first)
+
+
 def test_unbacked_claims_and_ledger_fallback():
     trajectory = episodes("policy_breaking", n=1)[0]
     assert unbacked_claims(trajectory.messages)  # "refunded" without a successful refund

@@ -107,6 +107,7 @@ def test_experiment_configs_are_the_runs_they_describe():
     assert replay.replace(continual_strategy="none", output_dir=none.output_dir) == none
     assert (replay.replay_buffer_size, replay.replay_ratio, replay.kl_penalty_beta) == (2000, 0.5, 0.1)
     assert replay.model_name == "tiny-kimi-k2.5" and replay.task == "continual_two_stores"
+    assert (replay.clip_epsilon_low, replay.clip_epsilon_high) == (demo.clip_epsilon_low, demo.clip_epsilon_high)
     assert replay.task_sequence == ["customer_service", "customer_service_claims"]
 
 

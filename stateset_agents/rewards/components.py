@@ -29,6 +29,10 @@ DEFAULT_CLAIMS: dict[str, str] = {
     "create_return": r"\b(created|opened|started) (a|the|your) return\b",
     "track_delivery": r"\b(arrives|on its way|in transit)\b",
     "escalate": r"\bescalated\b",
+    # telling the customer the case went to a team is the effect of a hand-off tool; said without one, the
+    # case went nowhere (the warm start's habit, scripted_agents.DeflectingAgent)
+    "escalate|open_ticket": r"\b(passed|forwarded|sent|handed|transferred|referred)\b[^.!?]{0,40}\bto (a|an|our|the|my) "
+                            r"(\w+ )?(team|colleague|specialist|supervisor|department)\b|\blogged your (request|case)\b",
     "reset_password": r"\b(i have|i've) reset\b|\bpassword (has been|was) reset\b",
     "open_ticket": r"\bopened (a|an|the|your)?\s*(\w+ )?ticket\b|\bticket \w+ (is|was|has been) opened\b",
     "restart_device": r"\brestarted\b",
@@ -36,7 +40,7 @@ DEFAULT_CLAIMS: dict[str, str] = {
     "apply_discount": r"\b\d+(\.\d+)?% off\b|\bdiscount (is|was|has been) applied\b",
     "create_quote": r"\b(created|made|prepared) (a|the|your) quote\b|\bquote q\d+\b",
 }
-"""Phrases that claim a tool's effect -> the tool that must have succeeded before they are said."""
+"""Phrases that claim a tool's effect -> the tool that must have succeeded before they are said ("a|b": either)."""
 
 _EMPATHY = re.compile(r"\b(sorry|apologi[sz]e|i understand|i see|thanks for|thank you for)\b", re.I)
 _POLITE = re.compile(r"\b(please|thank you|thanks|happy to help|glad to help|you're welcome)\b", re.I)
@@ -85,8 +89,8 @@ def unbacked_claims(messages: list[dict[str, Any]], claims: Mapping[str, str] = 
         role = message.get("role")
         if role == "assistant":
             text = message_text(message)
-            found += [f"{tool}: {text}" for tool, pattern in patterns.items()
-                      if tool not in succeeded and pattern.search(text)]
+            found += [f"{tools}: {text}" for tools, pattern in patterns.items()
+                      if succeeded.isdisjoint(tools.split("|")) and pattern.search(text)]
             for call in message.get("tool_calls") or []:
                 call_names[call.get("id", "")] = call.get("function", {}).get("name", "")
         elif role == "tool" and not message_text(message).startswith(ERROR_PREFIX):
