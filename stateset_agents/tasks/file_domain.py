@@ -143,9 +143,8 @@ class FileDomainTask(Task):
         self._checked_constants()
         self._tool_list: list[Tool] = build_tools(model, self.doc, self.directory)
         self.claims = {tool.name: tool.claim for tool in model.tools if tool.claim is not None}
-        tool_names = {tool.name for tool in model.tools}
         self.claims.update({name: pattern for name, pattern in DEFAULT_CLAIMS.items()
-                            if name not in self.claims and not tool_names.isdisjoint(name.split("|"))})
+                            if name not in self.claims and name in {tool.name for tool in model.tools}})
         self.reward_weights = self._checked_reward()  # type: ignore[misc]
         self._violation_cases = self._compiled_violation_plan()
         super().__init__()
