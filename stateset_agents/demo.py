@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-# 8 iterations x ~40 s on two CPU cores: the training stays under 6 minutes, and with the install and the
-# two held-out evaluations `make demo` reports in about 10 minutes on a fresh machine (experiments/LOG.md)
+# 8 iterations x ~31 s on two CPU cores: the training stays under 6 minutes; with the install and the two
+# 120-episode held-out evaluations a fresh machine's `make demo` took 610 s (experiments/LOG.md)
 DEMO_ITERATIONS = 8
 DEMO_OVERRIDES = dict(
     scenarios_per_iteration=4,      # x group size 8 = 32 episodes per iteration
