@@ -68,13 +68,13 @@ HELD_OUT_SAMPLES = 4
 HELD_OUT_SEED = 10_000
 
 
-def held_out(trainer, samples_per_scenario: int = HELD_OUT_SAMPLES, scenarios: int | None = None) -> dict:
+def held_out(trainer, scenarios: int | None = None) -> dict:
     """The trainer's policy on its first task's held-out episodes (the first `scenarios` eval scenarios)."""
     from stateset_agents.training.evaluation import evaluate
 
     task = trainer.tasks[0]
     return evaluate(trainer.agent, task, task.eval_scenarios()[:scenarios], task.default_reward(),
-                    samples_per_scenario=samples_per_scenario, max_turns=trainer.config.max_turns,
+                    samples_per_scenario=HELD_OUT_SAMPLES, max_turns=trainer.config.max_turns,
                     concurrency=trainer.config.rollout_concurrency, seed=HELD_OUT_SEED)
 
 
