@@ -30,6 +30,7 @@ from transformers.generation.logits_process import (
 
 from stateset_agents.rollout.encoding import EncodedPrompt, image_inputs, left_padded_batch
 from stateset_agents.rollout.lora_cache import sampling_weights
+from stateset_agents.rollout.mla_cache import incremental_mla_expansion
 
 
 @dataclass
@@ -126,7 +127,8 @@ class HFGenerator:
         batch.update(image_inputs(prompts, self.device, self.dtype))
         seeds = request_seeds(seeds, len(prompts)) if sampling.temperature > 0 else None  # None: greedy
         processors = sampling_processors(sampling, seeds, self.device)
-        with sampling_weights(self.model):  # LoRA folded into the weights once per call, not per decode step
+        # LoRA folded into the weights once per call, and MLA's keys/values expanded once per position, not per step
+        with sampling_weights(self.model), incremental_mla_expansion(self.model):
             output = self.model.generate(
                 **batch,
                 do_sample=False,  # greedy over SeededDraw's scores = our per-row sample
