@@ -132,8 +132,9 @@ def test_rl_budget_variants_differ_from_their_base_only_where_they_say():
     configs = REPO / "experiments" / "configs"
     base = TrainingConfig.from_file(configs / "rl_budget" / "base.yaml")
     demo = TrainingConfig.from_file(configs / "demo_seeds.yaml")
-    # the demo has since changed its clip range, and nothing else
-    assert base == demo.replace(output_dir="outputs/rl_budget/base", clip_epsilon_low=1.5e-4, clip_epsilon_high=2.5e-4)
+    # the demo has since widened its clip range and added the reference KL, and changed nothing else
+    assert base == demo.replace(output_dir="outputs/rl_budget/base", clip_epsilon_low=1.5e-4, clip_epsilon_high=2.5e-4,
+                                kl_beta=0.0)
     found = {path.stem for path in (configs / "rl_budget").glob("*.yaml")} - {"base"}
     assert found == set(RL_BUDGET_VARIANTS)
     for name, changes in RL_BUDGET_VARIANTS.items():
