@@ -70,3 +70,44 @@ def test_the_buffers_grow_past_their_capacity(tiny_loaded, length):
         expected_keys, expected_values = type(attention).expand_kv(attention, *latents)
     torch.testing.assert_close(keys, expected_keys)
     torch.testing.assert_close(values, expected_values)
+
+
+def test_the_growing_cache_generates_bit_for_bit_what_the_dynamic_cache_does(tiny_loaded):
+    from stateset_agents.rollout.mla_cache import GrowingLayer, growing_cache
+
+    model = tiny_loaded.model.eval()
+    input_ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11], [0, 0, 12, 13, 14, 15, 16]])
+    attention_mask = (torch.arange(7) >= torch.tensor([[0], [2]])).long()
+    outputs = []
+    for cache in (None, growing_cache(model)):
+        torch.manual_seed(7)
+        with torch.no_grad():
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True, max_new_tokens=24,
+                                 output_logits=True, return_dict_in_generate=True, pad_token_id=0,
+                                 past_key_values=cache)
+        outputs.append((out.sequences, torch.stack(out.logits, 1)))
+        if cache is not None:
+            assert all(isinstance(layer, GrowingLayer) for layer in cache.layers)
+            assert cache.get_seq_length() == out.sequences.shape[1] - 1  # the last token is sampled, never fed
+    (plain_ids, plain_logits), (grown_ids, grown_logits) = outputs
+    assert torch.equal(plain_ids, grown_ids)
+    assert torch.equal(plain_logits, grown_logits)
+
+
+def test_a_growing_layer_continues_after_a_crop_and_rebuilds_after_a_reorder():
+    from transformers.cache_utils import DynamicLayer
+
+    from stateset_agents.rollout.mla_cache import GrowingLayer
+
+    torch.manual_seed(0)
+    steps = [torch.randn(2, 1, n, 3) for n in (4, 1, 1, 1, 1, 1)]
+    grown, plain = GrowingLayer(), DynamicLayer()
+    for i, states in enumerate(steps):
+        if i == 3:
+            grown.crop(-2), plain.crop(-2)
+        if i == 5:
+            order = torch.tensor([1, 0])
+            grown.reorder_cache(order), plain.reorder_cache(order)
+        keys, values = grown.update(states, states * 2)
+        expected_keys, expected_values = plain.update(states, states * 2)
+        assert torch.equal(keys, expected_keys) and torch.equal(values, expected_values), i

@@ -30,7 +30,7 @@ from transformers.generation.logits_process import (
 
 from stateset_agents.rollout.encoding import EncodedPrompt, image_inputs, left_padded_batch
 from stateset_agents.rollout.lora_cache import sampling_weights
-from stateset_agents.rollout.mla_cache import incremental_mla_expansion
+from stateset_agents.rollout.mla_cache import growing_cache, incremental_mla_expansion
 
 
 @dataclass
@@ -137,6 +137,7 @@ class HFGenerator:
                 max_new_tokens=sampling.max_new_tokens,
                 eos_token_id=self.stop_token_ids,
                 pad_token_id=self.pad_token_id,
+                past_key_values=growing_cache(self.model),
                 output_logits=True,
                 return_dict_in_generate=True,
             )
