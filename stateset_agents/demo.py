@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 # 8 iterations x ~31 s on two CPU cores: the training stays under 6 minutes; with the install and the two
-# 120-episode held-out evaluations a fresh machine's `make demo` took 610 s (experiments/LOG.md)
+# 120-episode held-out evaluations a fresh machine's `make demo` took 540 s (experiments/LOG.md, stop 26)
 DEMO_ITERATIONS = 8
 DEMO_OVERRIDES = dict(
     scenarios_per_iteration=4,      # x group size 8 = 32 episodes per iteration
