@@ -49,16 +49,21 @@ class _ExpandedPrefix:
             return keys, values
         new_keys, new_values = self.expand(kv_nope[:, :, self.seen:], k_rot[:, :, self.seen:])
         if length > self.keys.shape[2]:
-            self.keys, self.values = self._grown(self.keys, length), self._grown(self.values, length)
+            self.keys = _grown(self.keys, new_keys, self.seen, length)
+            self.values = _grown(self.values, new_values, self.seen, length)
         self.keys[:, :, self.seen:length] = new_keys
         self.values[:, :, self.seen:length] = new_values
         self.seen = length
         return self.keys[:, :, :length], self.values[:, :, :length]
 
-    def _grown(self, buffer: torch.Tensor, length: int) -> torch.Tensor:
-        grown = buffer.new_empty(*buffer.shape[:2], max(2 * buffer.shape[2], length), buffer.shape[3])
-        grown[:, :, :self.seen] = buffer[:, :, :self.seen]
-        return grown
+
+def _grown(filled: torch.Tensor, new: torch.Tensor, seen: int, length: int) -> torch.Tensor:
+    """A buffer shaped like `new` but holding at least `length` positions (dim -2; twice `seen` when that is more),
+    with `filled`'s first `seen` positions copied in."""
+    buffer = new.new_empty(*new.shape[:-2], max(2 * seen, length), new.shape[-1])
+    if seen:
+        buffer[..., :seen, :] = filled[..., :seen, :]
+    return buffer
 
 
 def _mla_attentions(model) -> list:
@@ -94,7 +99,7 @@ class GrowingLayer(DynamicLayer):
         length = seen + key_states.shape[-2]
         buffers = getattr(self, "_buffers", None)
         if buffers is None or not self._views_of(buffers, seen) or length > buffers[0].shape[-2]:
-            buffers = (self._grown(self.keys, key_states, seen, length), self._grown(self.values, value_states, seen, length))
+            buffers = (_grown(self.keys, key_states, seen, length), _grown(self.values, value_states, seen, length))
         buffers[0][..., seen:length, :] = key_states
         buffers[1][..., seen:length, :] = value_states
         self._buffers = buffers
@@ -106,14 +111,6 @@ class GrowingLayer(DynamicLayer):
         reorder or reset replaces them)."""
         return seen > 0 and all(view.data_ptr() == buffer.data_ptr() and view.shape[:-2] == buffer.shape[:-2]
                                 for view, buffer in zip((self.keys, self.values), buffers))
-
-    @staticmethod
-    def _grown(cached: torch.Tensor, new: torch.Tensor, seen: int, length: int) -> torch.Tensor:
-        capacity = max(2 * seen, length)
-        buffer = new.new_empty(*new.shape[:-2], capacity, new.shape[-1])
-        if seen:
-            buffer[..., :seen, :] = cached
-        return buffer
 
 
 def growing_cache(model) -> DynamicCache:
