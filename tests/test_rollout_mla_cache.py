@@ -3,6 +3,8 @@ and logits as transformers' full re-expansion at every step."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -79,14 +81,15 @@ def test_the_growing_cache_generates_bit_for_bit_what_the_dynamic_cache_does(tin
     input_ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11], [0, 0, 12, 13, 14, 15, 16]])
     attention_mask = (torch.arange(7) >= torch.tensor([[0], [2]])).long()
     outputs = []
-    for cache in (None, growing_cache(model)):
+    for cache_argument in ({}, growing_cache(model)):
         torch.manual_seed(7)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)  # the keyword transformers expects, not a deprecated one
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True, max_new_tokens=24,
-                                 output_logits=True, return_dict_in_generate=True, pad_token_id=0,
-                                 past_key_values=cache)
+                                 output_logits=True, return_dict_in_generate=True, pad_token_id=0, **cache_argument)
         outputs.append((out.sequences, torch.stack(out.logits, 1)))
-        if cache is not None:
+        if cache_argument:
+            (cache,) = cache_argument.values()
             assert all(isinstance(layer, GrowingLayer) for layer in cache.layers)
             assert cache.get_seq_length() == out.sequences.shape[1] - 1  # the last token is sampled, never fed
     (plain_ids, plain_logits), (grown_ids, grown_logits) = outputs

@@ -137,7 +137,7 @@ class HFGenerator:
                 max_new_tokens=sampling.max_new_tokens,
                 eos_token_id=self.stop_token_ids,
                 pad_token_id=self.pad_token_id,
-                past_key_values=growing_cache(self.model),
+                **growing_cache(self.model),
                 output_logits=True,
                 return_dict_in_generate=True,
             )

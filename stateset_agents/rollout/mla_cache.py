@@ -24,8 +24,9 @@ layers keep their states in buffers that grow by doubling instead of concatenati
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -113,8 +114,12 @@ class GrowingLayer(DynamicLayer):
                                 for view, buffer in zip((self.keys, self.values), buffers))
 
 
-def growing_cache(model) -> DynamicCache:
-    """The `DynamicCache` `generate` would make for `model`, with `GrowingLayer`s for its plain dynamic layers."""
+def growing_cache(model) -> dict[str, Any]:
+    """`generate`'s keyword argument for the `DynamicCache` it would make for `model`, with `GrowingLayer`s for its
+    plain dynamic layers. The keyword is `cache` where the model's forward takes one (transformers renamed
+    `past_key_values`, and the old name warns), `past_key_values` before that."""
     cache = DynamicCache(config=model.config)
     cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
-    return cache
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel's forward is generic
+    keyword = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return {keyword: cache}
