@@ -1,12 +1,13 @@
 """Sampling with and without the incremental MLA expansion (`rollout/mla_cache.py`), side by side in one run.
 
-    python benchmarks/mla_expansion.py [--scenarios 8] [--repeats 2] [--out FILE.json]
+    python benchmarks/mla_expansion.py [--scenarios 8] [--repeats 2] [--out FILE.json] [--quick]
 
 Plays the demo's held-out episodes (the first `--scenarios` eval scenarios x 4 samples, the warm-started
 tiny Kimi-K2.5 with the demo's fresh LoRA) alternately with transformers' own MLA (the whole cached latent
 expanded again at every decode step) and with ours (each position expanded once), and reports the wall
-time of each and the held-out numbers, which must be equal. Writes `--out` (default
-benchmarks/results/mla_expansion_<commit>.json).
+time of each and the held-out numbers, which must be equal (exit status 1 if not). Writes `--out` (default
+benchmarks/results/mla_expansion_<commit>.json). `--quick`: the base tiny model, 1 scenario, 1 repeat, 2 turns of
+8 tokens (a smoke test, seconds).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,15 +46,18 @@ def main(argv=None) -> int:
     parser.add_argument("--scenarios", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
 
     from stateset_agents import demo
     from stateset_agents.embedded import ensure_embedded_model
     from stateset_agents.training.trainer import GSPOTrainer
 
-    ensure_embedded_model("tiny-kimi-k2.5")
-    config = demo.demo_config("outputs/bench_mla_expansion", 1, 0)
-    demo.replace_earlier_demo(config)
+    config = demo.demo_config(tempfile.mkdtemp(prefix="bench_mla_expansion_"), 1, 0)  # a trainer needs a run dir
+    if args.quick:
+        config = config.replace(model_name="tiny-kimi-k2.5-base", max_new_tokens=8, max_turns=2)
+        args.scenarios, args.repeats = 1, 1
+    ensure_embedded_model(config.model_name)
     trainer = GSPOTrainer(config)
     seconds: dict[str, list[float]] = {"full re-expansion": [], "incremental": []}
     results: dict[str, dict] = {}

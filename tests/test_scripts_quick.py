@@ -50,6 +50,7 @@ SCRIPTS = [
     pytest.param("benchmarks/vllm_rollouts.py", ["--quick", "--out-dir", "OUT/vllm"],
                  ["vllm/results.json", "vllm/results.md"], marks=NEEDS_VLLM),
     ("benchmarks/sft_heldout_nll.py", ["--quick", "--out", "OUT/nll.json"], ["nll.json"]),
+    ("benchmarks/mla_expansion.py", ["--quick", "--out", "OUT/mla.json"], ["mla.json"]),
     ("experiments/action_choice.py", ["--quick", "--out", "OUT/choice.json"], ["choice.json"]),
     ("experiments/temperature_probe.py", ["--quick", "--temperatures", "1.0,0", "--out", "OUT/temps.json"],
      ["temps.json"]),
