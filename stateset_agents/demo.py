@@ -4,7 +4,8 @@
 
 The Kimi-K2.5 preset (`get_kimi25_config`) scaled down to finish in minutes on two CPU cores:
 same algorithm (GSPO), group size and sampling; fewer scenarios per iteration, shorter turns, a
-learning rate suited to a 2M-parameter model, LoRA rank 16, and a 10x wider clip range (below).
+learning rate suited to a 2M-parameter model, LoRA rank 16, a 10x wider clip range and a KL to the
+warm start (below).
 """
 
 from __future__ import annotations
