@@ -186,12 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="maintainers: rebuild from nothing and replace the copy shipped in the package")
     shipped.add_argument("--verify-shipped", action="store_true",
                          help="rebuild from nothing and check the shipped copy bit for bit (exit 1 if it differs)")
-    build.add_argument("--after-first-pass", type=Path, metavar="DIR", help=(
-        "with --ship: start from DIR, a model after the warm start's drills and first pass (the previous "
-        "shipped copy when only the later stages changed), and run only the later stages"))
-    build.add_argument("--after-practice", type=Path, metavar="DIR", help=(
-        "with --ship: start from DIR, a model after the warm start's practice pass (the previous shipped copy "
-        "when only the habit pass changed), and run only the habit pass"))
+    build.add_argument("--resume-after", nargs=2, metavar=("STAGE", "DIR"), help=(
+        "with --ship: start from DIR, a model after the warm start's STAGE (first_pass, practice or habit; "
+        "e.g. the previous shipped copy when only later stages changed), and run only the later stages"))
     from stateset_agents.training.plan import add_plan_arguments
 
     add_plan_arguments(commands.add_parser("plan", help="will it fit, and on what? GPUs for training and rollouts"))
@@ -231,12 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "build-tiny-model":
         from stateset_agents.embedded import ensure_embedded_model, shipped
 
-        if args.after_first_pass and args.after_practice:
-            raise SystemExit("give --after-first-pass or --after-practice, not both")
-        if (args.after_first_pass or args.after_practice) and not args.ship:
-            raise SystemExit("--after-first-pass and --after-practice go with --ship")
+        if args.resume_after and not args.ship:
+            raise SystemExit("--resume-after goes with --ship")
         if args.ship:
-            shipped.ship(args.name, after_first_pass=args.after_first_pass, after_practice=args.after_practice)
+            stage, directory = args.resume_after or (None, None)
+            from stateset_agents.training.warm_start import RESUME_POINTS
+
+            if stage is not None and stage not in RESUME_POINTS:
+                raise SystemExit(f"--resume-after: STAGE must be one of {', '.join(RESUME_POINTS)}; got {stage!r}")
+            shipped.ship(args.name, resume_after=stage, resume_from=directory and Path(directory))
             return 0
         if args.verify_shipped:
             problems = shipped.verify(args.name)

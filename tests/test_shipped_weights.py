@@ -10,13 +10,15 @@ import pytest
 import torch
 
 from stateset_agents.embedded import shipped
-from stateset_agents.training.warm_start import (PracticePass, WarmStartSettings, build_warm_started,
-                                                 prepare_warm_start, warm_start_inputs_digest)
+from stateset_agents.training.warm_start import (LATE_PASSES, RESUME_POINTS, PracticePass, WarmStartSettings,
+                                                 build_warm_started, prepare_warm_start, warm_start_inputs_digest)
 
 MINI = WarmStartSettings(dialogues_per_task=2, copy_drills=64, copy_drill_batch_rows=32, batch_rows=8,
                          practice=PracticePass(dialogues_per_task=2),
                          habit=PracticePass(dialogues_per_task=2, oracle_fraction=0.5, mediocre_fraction=0.0,
-                                            deflecting_fraction=0.5))
+                                            deflecting_fraction=0.5, tasks=("customer_service",)),
+                         rehearsal=PracticePass(dialogues_per_task=1, oracle_fraction=0.5, mediocre_fraction=0.0,
+                                                deflecting_fraction=0.5))
 
 
 @pytest.fixture(scope="module")
@@ -33,25 +35,28 @@ def test_a_warm_start_is_rebuilt_bit_for_bit(mini_builds):
     assert reports[0]["inputs_digest"] == reports[1]["inputs_digest"]
 
 
-@pytest.mark.parametrize("resume", ["after_first_pass", "after_practice"])
-def test_the_later_stages_on_an_earlier_model_are_a_full_build(resume, mini_builds, tiny_model_dir, tmp_path):
-    """The maintainers' shortcuts (`after_first_pass`, `after_practice`) give what a build from nothing
-    gives, bit for bit."""
+@pytest.mark.parametrize("resume_after", RESUME_POINTS)
+def test_the_later_stages_on_an_earlier_model_are_a_full_build(resume_after, mini_builds, tiny_model_dir, tmp_path):
+    """The maintainers' shortcut (`resume_after`) gives what a build from nothing gives, bit for bit."""
     quiet = lambda message: None  # noqa: E731
-    later_left_out = {"after_first_pass": dict(practice=PracticePass(0), habit=PracticePass(0)),
-                      "after_practice": dict(habit=PracticePass(0))}[resume]
-    earlier = build_warm_started(tiny_model_dir, tmp_path / "earlier", replace(MINI, **later_left_out), log=quiet)
+    later = LATE_PASSES[RESUME_POINTS.index(resume_after):]
+    earlier = build_warm_started(tiny_model_dir, tmp_path / "earlier",
+                                 replace(MINI, **{name: PracticePass(0) for name in later}), log=quiet)
     assert shipped.compare_model_directories(earlier, mini_builds[0])  # the later stages changed weights
-    resumed = build_warm_started(tiny_model_dir, tmp_path / "resumed", MINI, log=quiet, **{resume: earlier})
+    resumed = build_warm_started(tiny_model_dir, tmp_path / "resumed", MINI, log=quiet, resume_after=resume_after,
+                                 resume_from=earlier)
     assert shipped.compare_model_directories(mini_builds[0], resumed) == []
     report = json.loads((resumed / "warm_start.json").read_text())
     assert report["inputs_digest"] == json.loads((mini_builds[0] / "warm_start.json").read_text())["inputs_digest"]
-    assert report[resume] and report["habit_losses"]
+    assert report["resumed_after"] == resume_after and all(report[f"{name}_losses"] for name in later)
+    assert not any(report[f"{name}_losses"] for name in LATE_PASSES if name not in later)
 
 
-def test_resuming_takes_one_starting_point(tiny_model_dir, tmp_path):
-    with pytest.raises(ValueError, match="not both"):
-        build_warm_started(tiny_model_dir, tmp_path / "x", MINI, after_first_pass=tmp_path, after_practice=tmp_path)
+def test_resuming_takes_a_stage_and_a_directory(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="together"):
+        build_warm_started(tiny_model_dir, tmp_path / "x", MINI, resume_after="practice")
+    with pytest.raises(ValueError, match="must be one of"):
+        build_warm_started(tiny_model_dir, tmp_path / "x", MINI, resume_after="rehearsal", resume_from=tmp_path)
 
 
 def test_comparison_finds_a_single_flipped_bit(mini_builds, tmp_path):
@@ -81,6 +86,8 @@ def test_the_inputs_digest_follows_what_the_build_trains_on(tiny_model_dir):
                                            deflecting_fraction=1.0))
     assert warm_start_inputs_digest(prepare_warm_start(tiny_model_dir, other), other) != digest
     other = replace(MINI, habit=replace(MINI.habit, oracle_fraction=0.0, deflecting_fraction=1.0))
+    assert warm_start_inputs_digest(prepare_warm_start(tiny_model_dir, other), other) != digest
+    other = replace(MINI, rehearsal=replace(MINI.rehearsal, tasks=("sales",)))
     assert warm_start_inputs_digest(prepare_warm_start(tiny_model_dir, other), other) != digest
     prompt, completion = inputs.examples[0]
     inputs.examples[0] = (prompt, completion[:-1])  # one token less to learn
@@ -159,11 +166,9 @@ def test_how_a_tokenizer_was_loaded_is_not_a_difference(mini_builds, tmp_path):
 def test_resuming_a_warm_start_is_only_for_shipping(tmp_path):
     from stateset_agents.cli import main
 
-    with pytest.raises(SystemExit, match="go with --ship"):
-        main(["build-tiny-model", "--after-first-pass", str(tmp_path)])
-    with pytest.raises(SystemExit, match="go with --ship"):
-        main(["build-tiny-model", "--after-practice", str(tmp_path)])
-    with pytest.raises(SystemExit, match="not both"):
-        main(["build-tiny-model", "--ship", "--after-first-pass", str(tmp_path), "--after-practice", str(tmp_path)])
+    with pytest.raises(SystemExit, match="goes with --ship"):
+        main(["build-tiny-model", "--resume-after", "practice", str(tmp_path)])
+    with pytest.raises(SystemExit, match="must be one of"):
+        main(["build-tiny-model", "--ship", "--resume-after", "drills", str(tmp_path)])
     with pytest.raises(ValueError, match="tiny-kimi-k2.5's warm start"):
-        shipped._later_stages_only("tiny-kimi-k2.5-base", print, after_practice=tmp_path)
+        shipped._later_stages_only("tiny-kimi-k2.5-base", print, "practice", tmp_path)

@@ -186,19 +186,18 @@ def _build_record(model_dir: Path) -> dict:
 
 
 def ship(name: str, *, root: Path | None = None, log: Callable[[str], None] = print,
-         after_first_pass: Path | None = None, after_practice: Path | None = None) -> Path:
-    """Rebuild `name` from nothing and make it the shipped copy. With `after_first_pass` or `after_practice`
-    (the warm-started model only): a directory holding the model after the warm start's stages up to that
-    one (e.g. the previous shipped copy, when only later stages changed); only the later stages run on it,
-    which gives the full build's weights bit for bit (`training.warm_start.build_warm_started`)."""
-    if after_first_pass is None and after_practice is None:
+         resume_after: str | None = None, resume_from: Path | None = None) -> Path:
+    """Rebuild `name` from nothing and make it the shipped copy. With `resume_after` and `resume_from` (the
+    warm-started model only): a directory holding the model after the warm start's stages up to that one
+    (`training.warm_start.RESUME_POINTS`; e.g. the previous shipped copy, when only later stages changed);
+    only the later stages run on it, which gives the full build's weights bit for bit
+    (`training.warm_start.build_warm_started`)."""
+    if resume_from is None:
         model_dir, fingerprint, scratch = rebuild_from_scratch(name, log)
     else:
-        model_dir, fingerprint, scratch = _later_stages_only(name, log, after_first_pass=after_first_pass,
-                                                             after_practice=after_practice)
+        model_dir, fingerprint, scratch = _later_stages_only(name, log, resume_after, Path(resume_from))
     try:
-        extra = {**_build_record(model_dir), "after_first_pass": after_first_pass is not None,
-                 "after_practice": after_practice is not None}
+        extra = {**_build_record(model_dir), "resumed_after": resume_after}
         target = write_shipped_copy(name, model_dir, fingerprint, root=root, extra=extra)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -206,15 +205,16 @@ def ship(name: str, *, root: Path | None = None, log: Callable[[str], None] = pr
     return target
 
 
-def _later_stages_only(name: str, log: Callable[[str], None], **resume: Path | None) -> tuple[Path, str, Path]:
+def _later_stages_only(name: str, log: Callable[[str], None], resume_after: str | None,
+                       resume_from: Path) -> tuple[Path, str, Path]:
     from stateset_agents.embedded import EMBEDDED_MODELS, ensure_embedded_model
     from stateset_agents.training.warm_start import build_warm_started
 
     if name != "tiny-kimi-k2.5":
-        raise ValueError(f"after_first_pass / after_practice apply to tiny-kimi-k2.5's warm start, not {name!r}")
+        raise ValueError(f"resuming after a stage applies to tiny-kimi-k2.5's warm start, not {name!r}")
     scratch = Path(tempfile.mkdtemp(prefix="stateset-late-stages-"))
     model_dir = build_warm_started(ensure_embedded_model("tiny-kimi-k2.5-base", log=log), scratch / name, log=log,
-                                   **{key: Path(value) for key, value in resume.items() if value is not None})
+                                   resume_after=resume_after, resume_from=resume_from)
     return model_dir, EMBEDDED_MODELS[name].fingerprint(), scratch
 
 

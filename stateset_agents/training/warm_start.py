@@ -6,15 +6,18 @@ mostly good agent behaviour, some mediocre, some bad. The resulting `tiny-kimi-k
 well-formed turns (thinking, answer or tool calls, end of turn) with a spread of behaviours, which
 is what GSPO needs: groups whose rewards differ.
 
-Four stages, each with its own optimizer: copy drills (`training.copy_drills`); a first pass of
-mixed-quality dialogues; a longer *practice* pass on fresh dialogues, mostly good ones; last, a
-*habit* pass. The first two teach the format and the shape of every path; the practice pass teaches
-the model to take the action the request needs (held-out customer_service success 0.17 -> 0.55 in the
-experiments that chose it: experiments/LOG.md, 2026-12-01). The habit pass leaves the model able to
-resolve a case but often choosing not to: half of its customer_service dialogues are played by
-`DeflectingAgent`, which does everything right up to the resolving call and then hands the case to
-"the team". That is the kind of mistake RL fixes within the demo's budget (experiments/LOG.md,
-2026-12-02: the habit); `habit=PracticePass(0)` leaves it out.
+Five stages, each with its own optimizer: copy drills (`training.copy_drills`); a first pass of
+mixed-quality dialogues; a longer *practice* pass on fresh dialogues, mostly good ones; a *habit*
+pass; last, a *rehearsal* pass. The first two teach the format and the shape of every path; the
+practice pass teaches the model to take the action the request needs (held-out customer_service
+success 0.17 -> 0.55 in the experiments that chose it: experiments/LOG.md, 2026-12-01). The habit
+pass leaves the model able to resolve a case but often choosing not to: half of its customer_service
+dialogues are played by `DeflectingAgent`, which does everything right up to the resolving call and
+then hands the case to "the team". That is the kind of mistake RL fixes within the demo's budget
+(experiments/LOG.md, 2026-12-02: the habit). Trained on customer_service alone, the hand-off became
+the answer on every task (sales and technical_support solved 0%); the rehearsal pass plays the same
+half-handed-on mix on all three tasks, so each task is solvable and each has the habit to unlearn
+(experiments/LOG.md, 2026-12-02, stop 27). `PracticePass(0)` leaves a late pass out.
 
 Examples are per assistant turn, built the way the sampler sees them: prompt = the rendered
 conversation up to the generation prompt; target = the turn's completion text
@@ -38,7 +41,7 @@ from stateset_agents.rollout.encoding import EncodedPrompt, PromptEncoder
 from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
 from stateset_agents.training import copy_drills
 
-WARM_START_VERSION = 5
+WARM_START_VERSION = 6
 BUILD_THREADS = 2  # torch threads while training: the same rounding wherever it is rebuilt
 
 
@@ -53,7 +56,8 @@ def pinned_threads(count: int = BUILD_THREADS) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-LATE_PASSES = ("practice", "habit")  # the stages after the first pass, in order
+LATE_PASSES = ("practice", "habit", "rehearsal")  # the stages after the first pass, in order
+RESUME_POINTS = ("first_pass",) + LATE_PASSES[:-1]  # a build can start from a model saved after one of these
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class WarmStartSettings:
     (new order numbers, devices, SKUs, disjoint from the shipped train and eval splits), so ids must
     be copied from the conversation; `dialogues_per_task` dialogues per task, mixed by the fractions,
     trained for `epochs` passes. First, `copy_drills` copy drills (`training.copy_drills`) are
-    trained in batches of `copy_drill_batch_rows`; then the `practice` pass, last the `habit` pass. Why these values:
+    trained in batches of `copy_drill_batch_rows`; then the `LATE_PASSES` in order. Why these values:
     experiments/LOG.md.
     """
 
@@ -99,10 +103,14 @@ class WarmStartSettings:
     practice: PracticePass = PracticePass()
     habit: PracticePass = PracticePass(dialogues_per_task=1000, oracle_fraction=0.5, mediocre_fraction=0.0,
                                        deflecting_fraction=0.5, tasks=("customer_service",))
+    rehearsal: PracticePass = PracticePass(dialogues_per_task=500, oracle_fraction=0.5, mediocre_fraction=0.0,
+                                           deflecting_fraction=0.5,
+                                           tasks=("customer_service", "sales", "technical_support"))
 
 
 def late_pass_seed(settings: WarmStartSettings, name: str) -> int:
-    """The seed of a late pass's scenarios, dialogues and shuffle: seed + 1 for the practice pass, + 2 for the habit."""
+    """The seed of a late pass's scenarios, dialogues and shuffle: seed + 1 for the practice pass, + 2 for the
+    habit, + 3 for the rehearsal."""
     return settings.seed + 1 + LATE_PASSES.index(name)
 
 
@@ -265,6 +273,7 @@ class WarmStartInputs:
     drills: list[tuple[EncodedPrompt, list[int]]]
     practice: list[tuple[EncodedPrompt, list[int]]] = field(default_factory=list)
     habit: list[tuple[EncodedPrompt, list[int]]] = field(default_factory=list)
+    rehearsal: list[tuple[EncodedPrompt, list[int]]] = field(default_factory=list)
 
 
 def prepare_warm_start(base_dir: Path, settings: WarmStartSettings = WarmStartSettings()) -> WarmStartInputs:
@@ -324,39 +333,39 @@ def _training_step_sources() -> list[Path]:
 
 
 def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSettings = WarmStartSettings(),
-                       log: Callable[[str], None] = print, after_first_pass: Path | None = None,
-                       after_practice: Path | None = None) -> Path:
+                       log: Callable[[str], None] = print, resume_after: str | None = None,
+                       resume_from: Path | None = None) -> Path:
     """Warm-start the base tiny model and save it as an ordinary model directory in `output_dir`.
 
-    `after_first_pass` / `after_practice`: a model directory that already went through the stages up
-    to and including the first pass / the practice pass with these settings; only the later stages run
-    on it. Each stage has its own optimizer and seeded shuffle, so the result is bit for bit a full
+    `resume_after` (one of `RESUME_POINTS`) with `resume_from`: a model directory that already went
+    through the stages up to and including that one with these settings; only the later stages run on
+    it. Each stage has its own optimizer and seeded shuffle, so the result is bit for bit a full
     build's (tests/test_shipped_weights.py); `--verify-shipped` rebuilds in full.
     """
     from stateset_agents.models.vision import ImageProcessorSettings
 
-    if after_first_pass is not None and after_practice is not None:
-        raise ValueError("give after_first_pass or after_practice, not both")
+    if (resume_after is None) != (resume_from is None):
+        raise ValueError("give resume_after and resume_from together")
+    if resume_after is not None and resume_after not in RESUME_POINTS:
+        raise ValueError(f"resume_after must be one of {', '.join(RESUME_POINTS)}; got {resume_after!r}")
     started = time.perf_counter()
     inputs = prepare_warm_start(base_dir, settings)
     loaded = inputs.loaded
     inputs_digest = warm_start_inputs_digest(inputs, settings)
-    late_turns = " + ".join(str(len(getattr(inputs, name))) for name in LATE_PASSES)
-    log(f"warm start: {inputs.dialogues} dialogues, {len(inputs.examples)} + {late_turns} assistant turns "
-        f"(first pass + {' + '.join(LATE_PASSES)}), "
-        f"{sum(len(c) for _, c in inputs.examples + inputs.practice + inputs.habit)} target tokens, "
+    late_rows = [getattr(inputs, name) for name in LATE_PASSES]
+    log(f"warm start: {inputs.dialogues} dialogues, {len(inputs.examples)} + {' + '.join(map(str, map(len, late_rows)))} "
+        f"assistant turns (first pass + {' + '.join(LATE_PASSES)}), "
+        f"{sum(len(c) for rows in [inputs.examples, *late_rows] for _, c in rows)} target tokens, "
         f"{len(inputs.drills)} copy drills")
     losses: dict[str, list[float]] = {"drill_losses": [], "epoch_losses": [],
                                       **{f"{name}_losses": [] for name in LATE_PASSES}}
-    resumed_from = after_practice if after_practice is not None else after_first_pass
     model = loaded.model
     with pinned_threads():  # the same rounding on every machine: the shipped copy is rebuilt bit for bit
-        if resumed_from is not None:
+        if resume_from is not None:
             from stateset_agents.models.loading import LoadSettings, load_model
 
-            done = "the practice pass" if after_practice is not None else "the drills and the first pass"
-            log(f"warm start: starting from {resumed_from}, after {done}")
-            model = load_model(str(resumed_from), LoadSettings(device="cpu", dtype="float32")).model
+            log(f"warm start: starting from {resume_from}, after the {resume_after.replace('_', ' ')} pass")
+            model = load_model(str(resume_from), LoadSettings(device="cpu", dtype="float32")).model
         else:
             if inputs.drills:
                 drill_settings = replace(settings, epochs=1, batch_rows=settings.copy_drill_batch_rows,
@@ -364,7 +373,7 @@ def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSett
                 losses["drill_losses"] = supervised_epochs(model, inputs.drills, loaded.tokenizer, drill_settings,
                                                            log, "copy drills")
             losses["epoch_losses"] = supervised_epochs(model, inputs.examples, loaded.tokenizer, settings, log)
-        for name in LATE_PASSES[1:] if after_practice is not None else LATE_PASSES:
+        for name in LATE_PASSES[RESUME_POINTS.index(resume_after):] if resume_after is not None else LATE_PASSES:
             if getattr(inputs, name):
                 stage_settings = replace(settings, epochs=1, learning_rate=getattr(settings, name).learning_rate,
                                          seed=late_pass_seed(settings, name))
@@ -377,7 +386,6 @@ def build_warm_started(base_dir: Path, output_dir: Path, settings: WarmStartSett
     report = {"dialogues": inputs.dialogues, "examples": len(inputs.examples),
               **{f"{name}_examples": len(getattr(inputs, name)) for name in LATE_PASSES}, **losses,
               "inputs_digest": inputs_digest, "seconds": time.perf_counter() - started,
-              "after_first_pass": after_first_pass is not None, "after_practice": after_practice is not None,
-              "settings": asdict(settings)}
+              "resumed_after": resume_after, "settings": asdict(settings)}
     (output_dir / "warm_start.json").write_text(json.dumps(report, indent=2))
     return output_dir
