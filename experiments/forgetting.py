@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "eval_samples": args.eval_samples,
             "eval_episodes": len(get_task(tasks[0]).eval_scenarios()[:args.eval_scenarios]) * args.eval_samples,
             "continual": {key: getattr(BASE_CONFIG, key) for key in
-                          ("replay_buffer_size", "replay_ratio", "kl_penalty_beta")}, "wall_minutes": (time.perf_counter() - started) / 60,
+                          ("replay_buffer_size", "replay_ratio", "kl_penalty_beta", "lwf_rows", "kl_beta")}, "wall_minutes": (time.perf_counter() - started) / 60,
             "machine": f"{os.cpu_count()} CPU cores, {args.threads} torch thread(s)"}
     table = write_results(prefix, runs, meta, recorded_command(argv))
     print(table)

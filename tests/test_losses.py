@@ -259,6 +259,24 @@ def test_teacher_kl_term_in_the_loss_and_its_gradient():
     torch.testing.assert_close(logprobs.grad, torch.full((1, 2), 0.125))
 
 
+def test_teacher_kl_on_marked_rows_only():
+    """teacher_rows_B (LwF on replayed episodes only): unmarked rows add KL 0 and no gradient, whatever their
+    teacher values, and still count in the mean over sequences."""
+    logprobs = torch.zeros(2, 2, requires_grad=True)
+    teacher = torch.tensor([[math.log(0.5)] * 2, [-50.0] * 2])  # row 1's values must not matter
+    loss, stats = policy_loss(logprobs, logprobs.detach(), torch.zeros(2), torch.ones(2, 2),
+                              teacher_logprobs_B_T=teacher, teacher_kl_beta=0.5,
+                              teacher_rows_B=torch.tensor([True, False]))
+    k3 = 0.5 + math.log(2) - 1
+    assert stats["kl_teacher"] == pytest.approx(k3 / 2, rel=1e-6)  # row 0's k3, averaged over 2 sequences
+    loss.backward()
+    torch.testing.assert_close(logprobs.grad, torch.tensor([[0.0625, 0.0625], [0.0, 0.0]]))
+    none_marked = policy_loss(logprobs.detach(), logprobs.detach(), torch.zeros(2), torch.ones(2, 2),
+                              teacher_logprobs_B_T=teacher, teacher_kl_beta=0.5,
+                              teacher_rows_B=torch.tensor([False, False]))[1]
+    assert none_marked["kl_teacher"] == 0.0
+
+
 def test_the_loss_is_the_sum_of_its_logged_terms():
     # policy: s = e^0.2 (no clip, eps 0.5), A = 1 -> -1.2214; ref KL: beta 0.1; teacher KL: beta 0.3
     logprobs, old, adv, mask = _inputs([[0.2, 0.2]], [1.0])

@@ -204,6 +204,9 @@ class TrainingConfig(BaseModel):
     replay_ratio: float = Field(0.25, ge=0.0, lt=1.0, description="Fraction of each batch drawn from the replay buffer.")
     kl_penalty_beta: float = Field(0.1, ge=0.0, description=(
         "LwF coefficient: KL(pi_theta || previous-task policy) per sampled token."))
+    lwf_rows: Literal["all", "replayed"] = Field("all", description=(
+        "Where the LwF KL applies: every row of the update (all), or only the replayed episodes of earlier "
+        "tasks (replayed; with replay_lwf), so it does not hold the new task's own episodes to the old policy."))
 
     # --- evaluation, checkpoints, logging --------------------------------------------------------
     eval_every: int = Field(5, ge=0, description="Evaluate every N outer iterations; 0 = never.")
@@ -504,6 +507,9 @@ def _check_continual(config: TrainingConfig) -> None:
         raise ValueError(f"continual_strategy={strategy!r} replays episodes: set replay_ratio in (0, 1).")
     if "lwf" in strategy and config.kl_penalty_beta <= 0:
         raise ValueError(f"continual_strategy={strategy!r} uses LwF: set kl_penalty_beta > 0.")
+    if config.lwf_rows == "replayed" and strategy == "lwf":
+        raise ValueError("lwf_rows='replayed' applies the LwF KL to replayed episodes, and continual_strategy='lwf' "
+                         "replays none: it needs continual_strategy='replay_lwf'.")
     if strategy in ("lwf", "replay_lwf") and not config.use_lora:
         raise ValueError(
             f"continual_strategy={strategy!r} keeps the previous task's policy as a second frozen LoRA "

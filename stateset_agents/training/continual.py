@@ -45,6 +45,12 @@ Learning without forgetting (Li & Hoiem 2016, adapted to RL fine-tuning as a pol
     replayed tokens from an older policy, for which it is a surrogate that is still zero exactly
     when π_θ = π_teacher on those tokens and positive otherwise.
 
+  - `lwf_rows="replayed"` (with replay_lwf) applies the teacher KL to the replayed episodes only: distillation
+    on the old tasks' own data (as CLEAR's behaviour cloning and dark experience replay do), so the new task's
+    episodes answer to the policy term alone. Where two tasks share a surface and differ in the right action,
+    the KL on the new task's rows pulls against exactly what it must learn. The other rows count as KL 0 in
+    the mean over sequences (`losses.policy_loss`, teacher_rows_B).
+
 Simplifications: the buffer replays whole episodes (all turns, one GSPO sequence); stored
 advantages are not recomputed; the teacher is a snapshot at the boundary (no EMA).
 """
@@ -161,7 +167,7 @@ def rows_from_replay(episodes: Sequence[ReplayEpisode], first_episode: int) -> l
             prompt = EncodedPrompt(turn.prompt_ids.tolist(), turn.pixel_values, turn.image_grid_thw)
             rows.append(PolicyRow(prompt, turn.completion_ids.tolist(), turn.logprobs.tolist(),
                                   first_episode + offset, episode.advantage, temperature=turn.temperature,
-                                  policy_version=turn.policy_version))
+                                  policy_version=turn.policy_version, replayed=True))
     return rows
 
 

@@ -69,6 +69,7 @@ def policy_loss(
     kl_beta: float = 0.0,
     teacher_logprobs_B_T: Tensor | None = None,
     teacher_kl_beta: float = 0.0,
+    teacher_rows_B: Tensor | None = None,
     sampler_logprobs_B_T: Tensor | None = None,
     importance_weight_cap: float = DEFAULT_IMPORTANCE_WEIGHT_CAP,
 ) -> tuple[Tensor, dict[str, float]]:
@@ -86,6 +87,8 @@ def policy_loss(
         kl_beta: coefficient of the reference KL.
         teacher_logprobs_B_T: log pi_teacher for the LwF KL (needed when teacher_kl_beta > 0).
         teacher_kl_beta: coefficient of the teacher KL.
+        teacher_rows_B: bool per row, the rows the teacher KL applies to (None: all); the others count as
+            KL 0 in the mean over sequences (their teacher_logprobs_B_T values are ignored).
         sampler_logprobs_B_T: log mu, the sampling engine's log-probs when it is not the trainer;
             None = no importance-weight correction.
         importance_weight_cap: C, the truncation of the importance weights (> 0).
@@ -163,7 +166,10 @@ def policy_loss(
         loss = loss + kl_beta * kl
         terms.update(kl=kl, loss_kl_ref=kl_beta * kl)
     if teacher_logprobs_B_T is not None:
-        kl_teacher = _sequence_k3(logp_B_T, teacher_logprobs_B_T, sampled_B_T, seq_mean, valid_S)
+        teacher_B_T = teacher_logprobs_B_T
+        if teacher_rows_B is not None:  # other rows compare with themselves: k3 and its gradient are 0 there
+            teacher_B_T = torch.where(teacher_rows_B.bool()[:, None], teacher_B_T.float(), logp_B_T.detach())
+        kl_teacher = _sequence_k3(logp_B_T, teacher_B_T, sampled_B_T, seq_mean, valid_S)
         loss = loss + teacher_kl_beta * kl_teacher
         terms.update(kl_teacher=kl_teacher, loss_kl_teacher=teacher_kl_beta * kl_teacher)
     terms.update(loss_total=loss, policy_objective=objective)

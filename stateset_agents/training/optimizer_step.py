@@ -39,6 +39,7 @@ class PolicyRow:
     sampler_logprobs: list[float] | None = None  # another engine's log mu; None = old_logprobs are the sampler's
     ref_logprobs: list[float] | None = None
     teacher_logprobs: list[float] | None = None
+    replayed: bool = False  # an earlier task's stored episode (continual replay), not this iteration's
 
 
 def rows_from_trajectories(trajectories, advantages: list[float], first_episode: int = 0) -> list[PolicyRow]:
@@ -74,10 +75,11 @@ class MicroBatch:
     advantages: torch.Tensor  # [R]
     sequence_index: torch.Tensor  # [R] local episode index 0..E-1
     ref_logprobs: torch.Tensor | None  # [R, C]
-    teacher_logprobs: torch.Tensor | None  # [R, C]
+    teacher_logprobs: torch.Tensor | None  # [R, C]; rows without teacher logprobs hold zeros
     num_episodes: int
     sampler_logprobs: torch.Tensor | None = None  # [R, C] log mu of a separate sampling engine
     temperature: float | torch.Tensor = 1.0  # the rows' sampling temperature (a [R, 1, 1] tensor if they differ)
+    teacher_rows: torch.Tensor | None = None  # [R] bool: the rows with teacher logprobs, when not all have them
 
 
 def _right_aligned(values: list[list[float]], width: int, device: torch.device) -> torch.Tensor:
@@ -103,16 +105,20 @@ def make_micro_batch(rows: list[PolicyRow], device: torch.device) -> MicroBatch:
         _right_aligned([getattr(r, name) for r in rows], width, device)
         if all(getattr(r, name) is not None for r in rows) else None
     )
+    with_teacher = [r.teacher_logprobs is not None for r in rows]
+    teacher_rows = torch.tensor(with_teacher, device=device) if any(with_teacher) and not all(with_teacher) else None
     return MicroBatch(
         rows=rows,
         old_logprobs=_right_aligned([r.old_logprobs for r in rows], width, device),
         advantages=torch.tensor([r.advantage for r in rows], dtype=torch.float32, device=device),
         sequence_index=torch.tensor([local[r.episode] for r in rows], dtype=torch.long, device=device),
         ref_logprobs=optional("ref_logprobs"),
-        teacher_logprobs=optional("teacher_logprobs"),
+        teacher_logprobs=(_right_aligned([r.teacher_logprobs or [] for r in rows], width, device)
+                          if any(with_teacher) else None),
         num_episodes=len(local),
         sampler_logprobs=optional("sampler_logprobs"),
         temperature=rows_temperature(rows, device),
+        teacher_rows=teacher_rows,
     )
 
 

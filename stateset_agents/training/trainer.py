@@ -325,8 +325,9 @@ class GSPOTrainer:
         if self.reference is not None:
             fill_reference_logprobs(self.policy, my_rows, attribute="ref_logprobs", context=self.reference,
                                     pad_token_id=pad_token_id)
-        if self.continual.lwf_active:
-            fill_reference_logprobs(self.policy, my_rows, attribute="teacher_logprobs",
+        if self.continual.lwf_active:  # LwF: every row, or (lwf_rows="replayed") earlier tasks' episodes only
+            taught = my_rows if config.lwf_rows == "all" else [row for row in my_rows if row.replayed]
+            fill_reference_logprobs(self.policy, taught, attribute="teacher_logprobs",
                                     context=self.continual.teacher.active, pad_token_id=pad_token_id)
         self.policy.train()
         device = next(self.policy.parameters()).device
@@ -399,6 +400,7 @@ class GSPOTrainer:
             ref_logprobs_B_T=mb.ref_logprobs, kl_beta=config.kl_beta,
             teacher_logprobs_B_T=mb.teacher_logprobs,  # LwF: KL to the previous task's frozen adapter
             teacher_kl_beta=config.kl_penalty_beta if mb.teacher_logprobs is not None else 0.0,
+            teacher_rows_B=mb.teacher_rows,
             sampler_logprobs_B_T=mb.sampler_logprobs,  # None: the sampler is this policy, no correction
             importance_weight_cap=config.importance_weight_cap,
         )
