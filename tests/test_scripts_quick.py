@@ -7,6 +7,7 @@ cache) and the bench model `tiny`, never the warm-started model, so nothing here
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -60,6 +61,8 @@ SCRIPTS = [
     ("experiments/demo_seeds.py", ["--quick", "--results", "OUT", "--output-root", "OUT/runs"],
      ["demo_seeds_quick_tiny-kimi-k2.5-base_*.json", "demo_seeds_quick_tiny-kimi-k2.5-base_*.md"]),
     ("experiments/habit_rate.py", ["--quick", "--json", "OUT/habit.json"], ["habit.json"]),
+    ("experiments/family_breakdown.py", ["experiments/results/sales/eval_v5_three_tasks.json", "--markdown",
+                                         "OUT/families.md"], ["families.md"]),  # reads a committed report
     ("experiments/forgetting.py", ["--quick", "--output", "OUT/forgetting_k2.5", "--runs-dir", "OUT/runs"],
      ["forgetting_k2.5.json", "forgetting_k2.5.md", "forgetting_k2.5.png"]),  # a dot in the prefix
     ("experiments/reward_breakdown.py", ["--quick", "--out", "OUT/breakdown.json"], ["breakdown.json"]),
@@ -156,3 +159,19 @@ def test_benchmark_settings_come_from_the_preset():
                                                      KIMI25_PRESET["clip_epsilon_high"])
     assert setting.group_size == KIMI25_PRESET["num_generations"]
     assert setting.episodes_per_step * setting.steps_per_rollout == setting.prompts_per_iteration * setting.group_size
+
+
+def test_family_breakdown_groups_a_reports_episodes_by_family():
+    sys.path.insert(0, str(REPO / "experiments"))
+    from family_breakdown import family_rows
+
+    report = json.loads((REPO / "experiments/results/sales/eval_v5_three_tasks.json").read_text())
+    rows = {(r["task"], r["family"]): r for r in family_rows([report])}
+    episodes = report["tasks"]["customer_service"]["episodes"]
+    assert sum(r["episodes"] for (task, _), r in rows.items() if task == "customer_service") == len(episodes)
+    solved = sum(e["policy"]["success"] for e in episodes)
+    assert sum(r["success"] * r["episodes"] for (task, _), r in rows.items() if task == "customer_service") == solved
+    assert rows[("customer_service", "late_delivery")]["success"] == 1.0  # both of its episodes were solved
+    pooled = {(r["task"], r["family"]): r for r in family_rows([report, report])}
+    assert all(pooled[key]["episodes"] == 2 * row["episodes"] and pooled[key]["success"] == row["success"]
+               for key, row in rows.items())
