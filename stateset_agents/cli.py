@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if stage is not None and stage not in RESUME_POINTS:
                 raise SystemExit(f"--resume-after: STAGE must be one of {', '.join(RESUME_POINTS)}; got {stage!r}")
-            shipped.ship(args.name, resume_after=stage, resume_from=directory and Path(directory))
+            shipped.ship(args.name, resume_after=stage, resume_from=directory)
             return 0
         if args.verify_shipped:
             problems = shipped.verify(args.name)
