@@ -75,7 +75,9 @@ def held_out(trainer, task_index: int, samples: int, seed: int) -> dict:
                        samples_per_scenario=samples, max_turns=trainer.config.max_turns,
                        concurrency=trainer.config.rollout_concurrency, seed=seed)
     return {"reward_mean": summary["reward_mean"], "success_rate": summary["success_rate"],
-            "episodes": summary["episodes"]}
+            "episodes": summary["episodes"],
+            "components": {key.removeprefix("component/"): value for key, value in summary.items()
+                           if key.startswith("component/")}}
 
 
 def train_iterations(trainer, start: int, stop: int) -> None:
@@ -163,7 +165,34 @@ def summarize(runs: dict[int, dict], metric: str = "reward_mean") -> dict:
     return summary
 
 
-def markdown(summaries: dict[str, dict], seeds: list[int], command: str, meta: dict) -> str:
+def reward_weights(reward) -> dict[str, float]:
+    """Each component's share of the reward (MultiObjectiveReward is the weighted *mean* of its components)."""
+    total = sum(reward.weights.values())
+    return {name: weight / total for name, weight in reward.weights.items()}
+
+
+def component_breakdown(runs: dict[int, dict], weights: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Task A's reward gain and what each arm keeps of it after B, split by reward component: weight x change in
+    the component's held-out mean, averaged over the seeds whose results carry components. The rows sum to the
+    reward rows, so they show which parts of A's gain B's training takes away (a success is one component)."""
+    with_components = [run for run in runs.values()
+                       if all("components" in run[strategy][measure] for strategy in STRATEGIES for measure in MEASURES)]
+    if not with_components:
+        return {}
+
+    def change(run, strategy, measure, name):
+        return weights[name] * (run[strategy][measure]["components"].get(name, 0.0)
+                                - run[strategy]["A before"]["components"].get(name, 0.0))
+
+    return {name: {"A gain": statistics.fmean(change(run, "none", "A after A", name) for run in with_components),
+                   **{f"kept after B: {strategy}": statistics.fmean(change(run, strategy, "A after B", name)
+                                                                     for run in with_components)
+                      for strategy in STRATEGIES}}
+            for name in weights}
+
+
+def markdown(summaries: dict[str, dict], seeds: list[int], command: str, meta: dict,
+             breakdown: dict[str, dict[str, float]] | None = None) -> str:
     lines = [f"Tasks: A = {meta['tasks'][0]}, B = {meta['tasks'][1]}; {meta['iterations_per_task']} iterations "
              f"each; seeds {seeds}; held-out: {meta['eval_episodes']} episodes per task and model "
              f"({meta['eval_samples']} per eval scenario). Mean ± sample std over seeds, then each seed."]
@@ -174,6 +203,13 @@ def markdown(summaries: dict[str, dict], seeds: list[int], command: str, meta: d
             cells = [f"{rows[measure]['mean']:.3f} ± {rows[measure]['std']:.3f} "
                      f"({', '.join(f'{v:.3f}' for v in rows[measure]['per_seed'])})" for rows in summary.values()]
             lines.append(f"| {measure} | " + " | ".join(cells) + " |")
+    if breakdown:
+        columns = list(next(iter(breakdown.values())))
+        lines += ["", "**A's reward gain by component** (weight x change in the held-out mean from A before; mean over "
+                  "the seeds that recorded components)", "", "| component | " + " | ".join(columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        lines += [f"| {name} | " + " | ".join(f"{row[column]:+.3f}" for column in columns) + " |"
+                  for name, row in breakdown.items()]
     lines += ["", f"Command: `{command}`", f"Wall time: {meta['wall_minutes']:.1f} min on {meta['machine']}."]
     return "\n".join(lines) + "\n"
 
@@ -215,7 +251,8 @@ def write_results(prefix: Path, runs: dict[int, dict], meta: dict, command: str)
                                          "runs": {str(k): v for k, v in runs.items()}}, indent=2))
     plot(summaries["reward_mean"], path(".png"),
          f"Forgetting: {meta['tasks'][0]} (A) then {meta['tasks'][1]} (B), seeds {sorted(runs)}")
-    table = markdown(summaries, sorted(runs), command.strip(), meta)
+    breakdown = component_breakdown(runs, meta["reward_weights"]) if "reward_weights" in meta else {}
+    table = markdown(summaries, sorted(runs), command.strip(), meta, breakdown)
     path(".md").write_text(table)
     return table
 
@@ -235,6 +272,8 @@ def merge_results(paths: list[Path], prefix: Path, argv) -> int:
     meta = {**{key: loaded[0][key] for key in keys}, "machine": loaded[0]["machine"],
             "wall_minutes": sum(item["wall_minutes"] for item in loaded),
             "merged": [item["command"] for item in loaded]}
+    if "reward_weights" in loaded[0]:
+        meta["reward_weights"] = loaded[0]["reward_weights"]
     print(write_results(prefix, runs, meta, recorded_command(argv)))
     return 0
 
@@ -295,8 +334,10 @@ def main(argv=None) -> int:
     meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "eval_samples": args.eval_samples,
             "eval_episodes": len(get_task(tasks[0]).eval_scenarios()[:args.eval_scenarios]) * args.eval_samples,
             "continual": {key: getattr(BASE_CONFIG, key) for key in
-                          ("replay_buffer_size", "replay_ratio", "kl_penalty_beta", "lwf_rows", "kl_beta")}, "wall_minutes": (time.perf_counter() - started) / 60,
-            "machine": f"{os.cpu_count()} CPU cores, {args.threads} torch thread(s)"}
+                          ("replay_buffer_size", "replay_ratio", "kl_penalty_beta", "lwf_rows", "kl_beta")},
+            "wall_minutes": (time.perf_counter() - started) / 60,
+            "machine": f"{os.cpu_count()} CPU cores, {args.threads} torch thread(s)",
+            "reward_weights": reward_weights(get_task(tasks[0]).default_reward())}
     table = write_results(prefix, runs, meta, recorded_command(argv))
     print(table)
     return 0

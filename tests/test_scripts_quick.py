@@ -175,3 +175,35 @@ def test_family_breakdown_groups_a_reports_episodes_by_family():
     pooled = {(r["task"], r["family"]): r for r in family_rows([report, report])}
     assert all(pooled[key]["episodes"] == 2 * row["episodes"] and pooled[key]["success"] == row["success"]
                for key, row in rows.items())
+
+
+def test_forgetting_component_breakdown_sums_to_the_reward_change():
+    """The per-component rows of A's gain add up to the reward rows (the reward is the weighted mean)."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        import forgetting
+    finally:
+        sys.path.remove(str(REPO / "experiments"))
+    from stateset_agents.tasks.registry import get_task
+
+    weights = forgetting.reward_weights(get_task("customer_service").default_reward())
+    assert sum(weights.values()) == pytest.approx(1.0)
+
+    def measured(**components):
+        full = {name: components.get(name, 0.0) for name in weights}
+        return {"reward_mean": sum(weights[n] * v for n, v in full.items()), "success_rate": 0.0, "episodes": 4,
+                "components": full}
+
+    before, after_a = measured(goal_reached=0.25, tool_use=0.5), measured(goal_reached=0.75, tool_use=0.75)
+    arms = {"none": {"A before": before, "A after A": after_a, "A after B": measured(goal_reached=0.25, tool_use=0.75),
+                     "B after B": before},
+            "replay_lwf": {"A before": before, "A after A": after_a, "A after B": after_a, "B after B": before}}
+    rows = forgetting.component_breakdown({0: arms}, weights)
+    for column, strategy, measure in (("A gain", "none", "A after A"), ("kept after B: none", "none", "A after B"),
+                                      ("kept after B: replay_lwf", "replay_lwf", "A after B")):
+        expected = arms[strategy][measure]["reward_mean"] - before["reward_mean"]
+        assert sum(row[column] for row in rows.values()) == pytest.approx(expected)
+    assert rows["goal_reached"]["kept after B: none"] == 0.0 and rows["tool_use"]["kept after B: none"] > 0
+    old = {strategy: {m: {k: v for k, v in r.items() if k != "components"} for m, r in arm.items()}
+           for strategy, arm in arms.items()}
+    assert forgetting.component_breakdown({0: old}, weights) == {}  # results from before components were recorded
