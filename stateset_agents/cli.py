@@ -127,6 +127,9 @@ def run_training(config) -> int:
 
     say = print if is_main_process() else (lambda *args, **kwargs: None)  # one rank speaks under accelerate
     say(describe_config(config))
+    from stateset_agents.runs.cpu_load import warn_if_cpu_busy
+
+    warn_if_cpu_busy(config.device, say)
     try:
         trainer = GSPOTrainer(config)
     except (ModelNotAvailableError, UnsupportedSettingError, UnknownTaskError, RunDirectoryError, RewardLoadError,

@@ -656,6 +656,9 @@ def build_report(args: argparse.Namespace, log: Callable[[str], None] = print) -
     for candidate in candidates:
         log(f"{candidate.label}: {candidate.describe()}")
     log(settings.describe())
+    from stateset_agents.runs.cpu_load import warn_if_cpu_busy
+
+    warn_if_cpu_busy(args.device, log)
     loader = PolicyLoader(args, settings, log)
     episodes: dict[str, dict[str, list[dict[str, Any]]]] = {c.label: {} for c in candidates}
     for candidate in candidates:
