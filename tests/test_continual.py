@@ -286,3 +286,45 @@ def test_strategy_none_adds_nothing(tmp_path):
     metrics = trainer.iteration(1)
     assert not any(key.startswith("continual/") for key in metrics)
     assert "teacher" not in trainer.policy.peft_config
+
+
+class RecordingMicroBatches(GSPOTrainer):
+    """Records, per micro-batch of the update: each row's replayed flag and whether it has teacher log-probs, and
+    the logged teacher KL."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.micro_batches: list[dict] = []
+
+    def _loss(self, logprobs, mb, mask, scored):
+        loss, stats = super()._loss(logprobs, mb, mask, scored)
+        self.micro_batches.append({"replayed": [row.replayed for row in mb.rows],
+                                   "taught": [row.teacher_logprobs is not None for row in mb.rows],
+                                   "kl_teacher": stats.get("continual/kl_teacher")})
+        return loss, stats
+
+
+def test_lwf_rows_replayed_teaches_the_replayed_episodes_only(tmp_path):
+    config = tiny_config(tmp_path, task=TASKS, num_outer_iterations=2, continual_strategy="replay_lwf",
+                         replay_buffer_size=16, replay_ratio=0.5, kl_penalty_beta=0.5, save_every=0,
+                         lwf_rows="replayed")
+    trainer = RecordingMicroBatches(config, reward_fn=LengthReward(), log=lambda _: None)
+    trainer.iteration(0)
+    assert all(not any(mb["taught"]) for mb in trainer.micro_batches)  # no teacher before the boundary
+    trainer.micro_batches.clear()
+    metrics = trainer.iteration(1)
+    rows = [(replayed, taught) for mb in trainer.micro_batches for replayed, taught in zip(mb["replayed"], mb["taught"])]
+    assert {replayed for replayed, _ in rows} == {True, False}
+    assert all(replayed == taught for replayed, taught in rows)  # the teacher scores exactly the replayed rows
+    fresh_only = [mb for mb in trainer.micro_batches if not any(mb["replayed"])]
+    assert fresh_only and all(mb["kl_teacher"] == 0.0 for mb in fresh_only)  # logged as the 0 it adds to the loss
+    values = [mb["kl_teacher"] for mb in trainer.micro_batches]
+    assert None not in values and max(values) > 0  # the student moves away from the teacher after the first step
+    # one episode per micro-batch, two per step: the logged KL is the plain mean over the step's episodes
+    assert metrics["continual/kl_teacher"] == pytest.approx(sum(values) / len(values), rel=1e-5)
+
+
+def test_lwf_rows_replayed_needs_replay():
+    with pytest.raises(ValueError, match="lwf_rows='replayed'"):
+        TrainingConfig(continual_strategy="lwf", lwf_rows="replayed")
+    assert TrainingConfig(task=TASKS, continual_strategy="replay_lwf", lwf_rows="replayed").lwf_rows == "replayed"

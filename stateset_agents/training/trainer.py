@@ -404,7 +404,12 @@ class GSPOTrainer:
             sampler_logprobs_B_T=mb.sampler_logprobs,  # None: the sampler is this policy, no correction
             importance_weight_cap=config.importance_weight_cap,
         )
-        return loss, {METRIC_NAMES[k]: v for k, v in stats.items() if k in METRIC_NAMES}
+        named = {METRIC_NAMES[k]: v for k, v in stats.items() if k in METRIC_NAMES}
+        if self.continual.lwf_active and mb.teacher_logprobs is None:
+            # lwf_rows="replayed" and no replayed episode here: the KL term is 0 on these rows, as in a mixed
+            # micro-batch, so the logged KL stays the mean over every episode of the step
+            named.update({METRIC_NAMES["kl_teacher"]: 0.0, METRIC_NAMES["loss_kl_teacher"]: 0.0})
+        return loss, named
 
     def _iteration_metrics(self, iteration, task_name, trajectories, results, advantage_stats, steps) -> dict:
         summary = summarize(trajectories, results)
