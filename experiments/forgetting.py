@@ -317,14 +317,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     global EVAL_SCENARIOS
     EVAL_SCENARIOS = args.eval_scenarios
-    from stateset_agents.embedded import ensure_embedded_model
+    from stateset_agents.embedded import EMBEDDED_MODELS, ensure_embedded_model
 
     if args.merge:
         return merge_results(args.merge, Path(args.output), argv)
     tasks = BASE_CONFIG.replace(task=args.tasks).task_sequence
     if len(tasks) != 2:
         parser.error("--tasks takes exactly two tasks: A,B")
-    ensure_embedded_model(BASE_CONFIG.model_name)
+    if BASE_CONFIG.model_name in EMBEDDED_MODELS:  # else a model directory, e.g. a candidate warm start
+        ensure_embedded_model(BASE_CONFIG.model_name)
     prefix = Path(args.output)
     root = Path(args.runs_dir)
     started = time.perf_counter()
