@@ -151,7 +151,7 @@ DERIVED = {  # what the issue asks: how much of A's RL gain survives B, and how 
 }
 
 
-def summarize(runs: dict[int, dict], metric: str = "reward_mean") -> dict:
+def summarize(runs: dict[int | str, dict], metric: str = "reward_mean") -> dict:
     """Per strategy and measure: mean, sample std and the per-seed values of `metric`; the derived rows."""
     summary = {}
     for strategy in STRATEGIES:
@@ -171,7 +171,7 @@ def reward_weights(reward) -> dict[str, float]:
     return {name: weight / total for name, weight in reward.weights.items()}
 
 
-def component_breakdown(runs: dict[int, dict], weights: dict[str, float]) -> dict[str, dict[str, float]]:
+def component_breakdown(runs: dict[int | str, dict], weights: dict[str, float]) -> dict[str, dict[str, float]]:
     """Task A's reward gain and what each arm keeps of it after B, split by reward component: weight x change in
     the component's held-out mean, averaged over the seeds whose results carry components. The rows sum to the
     reward rows, so they show which parts of A's gain B's training takes away (a success is one component)."""
@@ -191,10 +191,11 @@ def component_breakdown(runs: dict[int, dict], weights: dict[str, float]) -> dic
             for name in weights}
 
 
-def markdown(summaries: dict[str, dict], seeds: list[int], command: str, meta: dict,
+def markdown(summaries: dict[str, dict], seeds: list[int | str], command: str, meta: dict,
              breakdown: dict[str, dict[str, float]] | None = None) -> str:
     lines = [f"Tasks: A = {meta['tasks'][0]}, B = {meta['tasks'][1]}; {meta['iterations_per_task']} iterations "
-             f"each; seeds {seeds}; held-out: {meta['eval_episodes']} episodes per task and model "
+             f"each; seeds {', '.join(map(str, seeds))}"
+             f"{' (N#2: a second run of seed N)' if any('#' in str(seed) for seed in seeds) else ''}; held-out: {meta['eval_episodes']} episodes per task and model "
              f"({meta['eval_samples']} per eval scenario). Mean ± sample std over seeds, then each seed."]
     for metric, summary in summaries.items():
         measures = list(next(iter(summary.values())))
@@ -239,7 +240,7 @@ def plot(summary: dict, path: Path, title: str) -> None:
     figure.savefig(path, dpi=120)
 
 
-def write_results(prefix: Path, runs: dict[int, dict], meta: dict, command: str) -> str:
+def write_results(prefix: Path, runs: dict[int | str, dict], meta: dict, command: str) -> str:
     """PREFIX.json, PREFIX.png and PREFIX.md from per-seed results; returns the markdown."""
     summaries = {metric: summarize(runs, metric) for metric in METRICS}
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +269,11 @@ def merge_results(paths: list[Path], prefix: Path, argv) -> int:
     keys = ("tasks", "iterations_per_task", "eval_samples", "eval_episodes", "continual")
     if any({key: item[key] for key in keys} != {key: loaded[0][key] for key in keys} for item in loaded):
         raise SystemExit(f"--merge: the results differ in one of {', '.join(keys)}")
-    runs = {int(seed): run for item in loaded for seed, run in item["runs"].items()}
+    runs: dict[str, dict] = {}
+    for item in loaded:  # a seed run twice (another machine, another commit) is kept as a run of its own
+        for seed, run in item["runs"].items():
+            label = seed if seed not in runs else f"{seed}#{sum(key.split('#')[0] == seed for key in runs) + 1}"
+            runs[label] = run
     meta = {**{key: loaded[0][key] for key in keys}, "machine": loaded[0]["machine"],
             "wall_minutes": sum(item["wall_minutes"] for item in loaded),
             "merged": [item["command"] for item in loaded]}

@@ -207,3 +207,20 @@ def test_forgetting_component_breakdown_sums_to_the_reward_change():
     old = {strategy: {m: {k: v for k, v in r.items() if k != "components"} for m, r in arm.items()}
            for strategy, arm in arms.items()}
     assert forgetting.component_breakdown({0: old}, weights) == {}  # results from before components were recorded
+
+
+def test_forgetting_merge_keeps_a_seed_run_twice(tmp_path):
+    """--merge of two runs of one seed (another machine or commit) keeps both, not the last one."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        import forgetting
+    finally:
+        sys.path.remove(str(REPO / "experiments"))
+    results = REPO / "experiments/results/forgetting_v6"
+    first, rerun = results / "forgetting_v6_replayed_seed0.json", results / "forgetting_v6_replayed_seeds01_rerun.json"
+    forgetting.merge_results([first, rerun], tmp_path / "merged", ["--merge", "..."])
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert list(merged["runs"]) == ["0", "0#2", "1"]
+    assert merged["runs"]["0"] == json.loads(first.read_text())["runs"]["0"]
+    assert merged["runs"]["0#2"] == json.loads(rerun.read_text())["runs"]["0"]
+    assert "0, 0#2, 1 (N#2: a second run of seed N)" in (tmp_path / "merged.md").read_text()
