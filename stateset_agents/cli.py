@@ -127,7 +127,7 @@ def run_training(config) -> int:
 
     say = print if is_main_process() else (lambda *args, **kwargs: None)  # one rank speaks under accelerate
     say(describe_config(config))
-    from stateset_agents.runs.cpu_load import warn_if_cpu_busy
+    from stateset_agents.commands.cpu_load import warn_if_cpu_busy
 
     warn_if_cpu_busy(config.device, say)
     try:

@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from stateset_agents.runs import cpu_load
-from stateset_agents.runs.cpu_load import busy_cores, busy_cpu_warning, warn_if_cpu_busy
+from stateset_agents.commands import cpu_load
+from stateset_agents.commands.cpu_load import busy_cores, busy_cpu_warning, warn_if_cpu_busy
 
 
 def test_a_second_job_on_two_cores_is_warned_about():

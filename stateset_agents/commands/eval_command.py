@@ -656,7 +656,7 @@ def build_report(args: argparse.Namespace, log: Callable[[str], None] = print) -
     for candidate in candidates:
         log(f"{candidate.label}: {candidate.describe()}")
     log(settings.describe())
-    from stateset_agents.runs.cpu_load import warn_if_cpu_busy
+    from stateset_agents.commands.cpu_load import warn_if_cpu_busy
 
     warn_if_cpu_busy(args.device, log)
     loader = PolicyLoader(args, settings, log)
