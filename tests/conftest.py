@@ -46,3 +46,18 @@ def vllm_python():
         return find_vllm_python()
     except VLLMNotAvailableError as error:
         pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
+def tiny_base_vllm_server(tmp_path_factory, tiny_model_dir, vllm_python):
+    """One vLLM server on loopback for the session, serving the export of `tiny_model_dir` (max_model_len 2048):
+    the modules that only need *a* server on the base model share it (each start costs ~40 s on 2 cores)."""
+    from stateset_agents.models.export import export_for_vllm
+    from stateset_agents.models.loading import LoadSettings, load_model
+    from stateset_agents.rollout.vllm_server import VLLMServer, VLLMServerSettings
+
+    root = tmp_path_factory.mktemp("tiny-base-vllm")
+    loaded = load_model(str(tiny_model_dir), LoadSettings(device="cpu", dtype="float32"))
+    export = export_for_vllm(loaded.model, loaded.tokenizer, root / "export")
+    with VLLMServer(export, root / "server.log", VLLMServerSettings(max_model_len=2048), python=vllm_python) as server:
+        yield server

@@ -15,21 +15,6 @@ import pytest
 pytestmark = pytest.mark.vllm
 
 
-@pytest.fixture(scope="module")
-def served_base(tmp_path_factory, tiny_model_dir, vllm_python):
-    from stateset_agents.models.export import export_for_vllm
-    from stateset_agents.models.loading import LoadSettings, load_model
-    from stateset_agents.rollout.vllm_server import VLLMServer, VLLMServerSettings
-
-    python = vllm_python
-    root = tmp_path_factory.mktemp("eval-vllm")
-    loaded = load_model(str(tiny_model_dir), LoadSettings(device="cpu", dtype="float32"))
-    export = export_for_vllm(loaded.model, loaded.tokenizer, root / "export")
-    server = VLLMServer(export, root / "server.log", VLLMServerSettings(max_model_len=2048), python=python)
-    with server:
-        yield server
-
-
 def run_eval(tmp_path, name: str, *extra: str) -> dict:
     from stateset_agents.cli import main
 
@@ -41,10 +26,10 @@ def run_eval(tmp_path, name: str, *extra: str) -> dict:
     return json.loads(out.read_text())
 
 
-def test_eval_on_vllm_samples_what_transformers_samples(served_base, tmp_path):
+def test_eval_on_vllm_samples_what_transformers_samples(tiny_base_vllm_server, tmp_path):
     local = run_eval(tmp_path, "hf")
-    remote = run_eval(tmp_path, "vllm", "--vllm-url", served_base.base_url)
+    remote = run_eval(tmp_path, "vllm", "--vllm-url", tiny_base_vllm_server.base_url)
     digests = lambda report: [e["policy"]["sample_sha256"] for e in report["tasks"]["customer_service"]["episodes"]]  # noqa: E731
     assert digests(local) == digests(remote)
     assert local["tasks"]["customer_service"]["policy"] == remote["tasks"]["customer_service"]["policy"]
-    assert "POST /v1/completions" in served_base.log_path.read_text()
+    assert "POST /v1/completions" in tiny_base_vllm_server.log_path.read_text()

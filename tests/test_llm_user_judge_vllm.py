@@ -18,32 +18,19 @@ from test_trainer import tiny_config
 pytestmark = pytest.mark.vllm
 
 
-@pytest.fixture(scope="module")
-def served_tiny(tmp_path_factory, tiny_model_dir, vllm_python):
-    from stateset_agents.models.export import export_for_vllm
-    from stateset_agents.models.loading import LoadSettings, load_model
-    from stateset_agents.rollout.vllm_server import VLLMServer, VLLMServerSettings
-
-    root = tmp_path_factory.mktemp("llm-user-vllm")
-    loaded = load_model(str(tiny_model_dir), LoadSettings(device="cpu", dtype="float32"))
-    export = export_for_vllm(loaded.model, loaded.tokenizer, root / "export")
-    with VLLMServer(export, root / "server.log", VLLMServerSettings(max_model_len=2048), python=vllm_python) as server:
-        yield server
-
-
-def test_one_training_iteration_with_a_vllm_customer(served_tiny, tmp_path):
+def test_one_training_iteration_with_a_vllm_customer(tiny_base_vllm_server, tmp_path):
     from stateset_agents.training.trainer import GSPOTrainer
 
     config = tiny_config(tmp_path, num_outer_iterations=1, save_every=0, user_simulator="llm",
-                         user_model_url=served_tiny.base_url, user_max_tokens=16)
+                         user_model_url=tiny_base_vllm_server.base_url, user_max_tokens=16)
     trainer = GSPOTrainer(config, log=print)
     metrics = trainer.train().history[0]
     assert metrics["user/llm_failures"] == 0 and metrics["user/llm_requests"] >= 1
-    assert "POST /v1/chat/completions" in served_tiny.log_path.read_text()
+    assert "POST /v1/chat/completions" in tiny_base_vllm_server.log_path.read_text()
     assert trainer.llm.user_chat.model.model  # the served name, asked of /v1/models
 
 
-def test_vllm_customer_replies_are_seeded_and_a_repeat_evaluation_replays_them(served_tiny, tiny_agent, tmp_path):
+def test_vllm_customer_replies_are_seeded_and_a_repeat_evaluation_replays_them(tiny_base_vllm_server, tiny_agent, tmp_path):
     from test_llm_user_training import make_factory
 
     from stateset_agents.tasks.registry import get_task
@@ -53,7 +40,7 @@ def test_vllm_customer_replies_are_seeded_and_a_repeat_evaluation_replays_them(s
     scenarios = task.eval_scenarios()[:2]
 
     def run(cache_name: str):
-        factory, chat = make_factory(served_tiny.base_url, tmp_path / cache_name, temperature=0.7)
+        factory, chat = make_factory(tiny_base_vllm_server.base_url, tmp_path / cache_name, temperature=0.7)
         chat.model.model = None  # the served model, whatever its name
         summary = evaluate(tiny_agent, task, scenarios, task.default_reward(), max_turns=2, user_factory=factory,
                            max_new_tokens=8)
@@ -69,7 +56,7 @@ def test_vllm_customer_replies_are_seeded_and_a_repeat_evaluation_replays_them(s
     assert third == first and chat_c.requests == 0 and chat_c.cache_hits == chat_a.requests
 
 
-def test_the_tiny_model_as_judge_gives_logged_skips_the_same_every_time(served_tiny, tmp_path):
+def test_the_tiny_model_as_judge_gives_logged_skips_the_same_every_time(tiny_base_vllm_server, tmp_path):
     from stateset_agents.rewards.batch_rewards import score_trajectories_sync
     from stateset_agents.rewards.components import PolicyCompliance
     from stateset_agents.rewards.llm_judge import LLMJudge
@@ -79,7 +66,7 @@ def test_the_tiny_model_as_judge_gives_logged_skips_the_same_every_time(served_t
 
     def judge_once(cache_name: str):
         logged: list[str] = []
-        chat = CachedChat(OpenAIChatClient(served_tiny.base_url), ChatCache(tmp_path / cache_name),
+        chat = CachedChat(OpenAIChatClient(tiny_base_vllm_server.base_url), ChatCache(tmp_path / cache_name),
                           temperature=0.0, max_tokens=48, kind="judge")
         judge = LLMJudge(chat, RUBRIC, "pointwise", seed=1, log=logged.append)
         results = score_trajectories_sync(MultiObjectiveReward([PolicyCompliance(), judge]),
