@@ -195,7 +195,8 @@ def markdown(summaries: dict[str, dict], seeds: list[int | str], command: str, m
              breakdown: dict[str, dict[str, float]] | None = None) -> str:
     lines = [f"Tasks: A = {meta['tasks'][0]}, B = {meta['tasks'][1]}; {meta['iterations_per_task']} iterations "
              f"each; seeds {', '.join(map(str, seeds))}"
-             f"{' (N#2: a second run of seed N)' if any('#' in str(seed) for seed in seeds) else ''}; held-out: {meta['eval_episodes']} episodes per task and model "
+             f"{' (N#2: a second run of seed N)' if any('#' in str(seed) for seed in seeds) else ''}; "
+             f"held-out: {meta['eval_episodes']} episodes per task and model "
              f"({meta['eval_samples']} per eval scenario). Mean ± sample std over seeds, then each seed."]
     for metric, summary in summaries.items():
         measures = list(next(iter(summary.values())))
@@ -269,6 +270,9 @@ def merge_results(paths: list[Path], prefix: Path, argv) -> int:
     keys = ("tasks", "iterations_per_task", "eval_samples", "eval_episodes", "continual")
     if any({key: item[key] for key in keys} != {key: loaded[0][key] for key in keys} for item in loaded):
         raise SystemExit(f"--merge: the results differ in one of {', '.join(keys)}")
+    configs = {json.dumps(item["config"], sort_keys=True) for item in loaded if "config" in item}
+    if len(configs) > 1:  # e.g. another max_new_tokens (results written before the config was recorded pass)
+        raise SystemExit("--merge: the results were trained with different configs")
     runs: dict[str, dict] = {}
     for item in loaded:  # a seed run twice (another machine, another commit) is kept as a run of its own
         for seed, run in item["runs"].items():
@@ -343,7 +347,8 @@ def main(argv=None) -> int:
                           ("replay_buffer_size", "replay_ratio", "kl_penalty_beta", "lwf_rows", "kl_beta")},
             "wall_minutes": (time.perf_counter() - started) / 60,
             "machine": f"{os.cpu_count()} CPU cores, {args.threads} torch thread(s)",
-            "reward_weights": reward_weights(get_task(tasks[0]).default_reward())}
+            "reward_weights": reward_weights(get_task(tasks[0]).default_reward()),
+            "config": BASE_CONFIG.model_dump(mode="json", exclude={"output_dir", "seed", "continual_strategy"})}
     table = write_results(prefix, runs, meta, recorded_command(argv))
     print(table)
     return 0

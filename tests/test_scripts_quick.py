@@ -227,3 +227,19 @@ def test_forgetting_merge_keeps_a_seed_run_twice(tmp_path):
     assert merged["runs"]["0"] == json.loads(first.read_text())["runs"]["0"]
     assert merged["runs"]["0#2"] == json.loads(rerun.read_text())["runs"]["0"]
     assert "0, 0#2, 1 (N#2: a second run of seed N)" in (tmp_path / "merged.md").read_text()
+
+
+def test_forgetting_merge_refuses_runs_of_different_configs(tmp_path):
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        import forgetting
+    finally:
+        sys.path.remove(str(REPO / "experiments"))
+    first = json.loads((REPO / "experiments/results/forgetting_v6/forgetting_v6_replayed_seed2.json").read_text())
+    other = {**first, "config": {**first.get("config", {}), "max_new_tokens": 64}}
+    (tmp_path / "a.json").write_text(json.dumps({**first, "config": {**first.get("config", {}), "max_new_tokens": 48}}))
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="different configs"):
+        forgetting.merge_results([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "merged", ["--merge"])
+    forgetting.merge_results([tmp_path / "b.json", tmp_path / "b.json"], tmp_path / "merged", ["--merge"])
+    assert (tmp_path / "merged.md").is_file()
