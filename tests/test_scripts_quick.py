@@ -113,9 +113,8 @@ def test_experiment_configs_are_the_runs_they_describe():
     assert replay.model_name == "tiny-kimi-k2.5" and replay.task == "continual_two_stores"
     assert (replay.clip_epsilon_low, replay.clip_epsilon_high) == (demo.clip_epsilon_low, demo.clip_epsilon_high)
     assert replay.task_sequence == ["customer_service", "customer_service_claims"]
-    assert replay.lwf_rows == "replayed"  # the three seeds of experiments/FORGETTING.md's first section (v7, 64 tokens)
-    assert replay.max_new_tokens == 64  # the claims desk's escalate turn is 53-55 tokens (stop 28)
-    measured = TrainingConfig.from_file(REPO / "experiments/results/forgetting_v7/config_replay_lwf.yaml")
+    assert replay.lwf_rows == "replayed"  # the three seeds of experiments/FORGETTING.md's first section
+    measured = TrainingConfig.from_file(REPO / "experiments/results/forgetting_v6/config_replay_lwf_replayed.yaml")
     assert measured == replay
 
 

@@ -13,9 +13,8 @@ __all__ = ["UnknownTaskError", "get_task", "list_tasks", "register_task", "TASK_
 
 _TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (CustomerServiceTask, TechnicalSupportTask, SalesTask,
                                                            ClaimsDeskTask)}
-# The tasks the embedded model's tokenizer and warm start's first passes learn from (a fixed list: registering a
-# task does not change the embedded model). The claims desk shares ShopCo's words, so it stays out of the
-# tokenizer; the warm start's last pass rehearses it too (training.warm_start), so RL on it has positives.
+# The tasks the embedded model's tokenizer and warm start learn from (a fixed list: registering a task does
+# not change the embedded model). The claims desk is left out on purpose: its policy is learned by RL.
 WARM_START_TASKS = ("customer_service", "sales", "technical_support")
 # Built-in task sequences for continual learning: `task: continual_two_stores` trains them in order.
 TASK_SEQUENCES: dict[str, tuple[str, ...]] = {

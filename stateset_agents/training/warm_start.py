@@ -17,9 +17,7 @@ then hands the case to "the team". That is the kind of mistake RL fixes within t
 (experiments/LOG.md, 2026-12-02: the habit). Trained on customer_service alone, the hand-off became
 the answer on every task (sales and technical_support solved 0%); the rehearsal pass plays the same
 half-handed-on mix on all three tasks, so each task is solvable and each has the habit to unlearn
-(experiments/LOG.md, 2026-12-02, stop 27), and on the claims desk (the second store of
-`continual_two_stores`), so that RL there has positives where its policy conflicts with ShopCo's (version 7:
-experiments/LOG.md, 2026-12-02, stops 28-29). `PracticePass(0)` leaves a late pass out.
+(experiments/LOG.md, 2026-12-02, stop 27). `PracticePass(0)` leaves a late pass out.
 
 Examples are per assistant turn, built the way the sampler sees them: prompt = the rendered
 conversation up to the generation prompt; target = the turn's completion text
@@ -43,7 +41,7 @@ from stateset_agents.rollout.encoding import EncodedPrompt, PromptEncoder
 from stateset_agents.rollout.logprobs import build_scoring_batch, score_completions
 from stateset_agents.training import copy_drills
 
-WARM_START_VERSION = 7
+WARM_START_VERSION = 6
 BUILD_THREADS = 2  # torch threads while training: the same rounding wherever it is rebuilt
 
 
@@ -107,8 +105,7 @@ class WarmStartSettings:
                                        deflecting_fraction=0.5, tasks=("customer_service",))
     rehearsal: PracticePass = PracticePass(dialogues_per_task=500, oracle_fraction=0.5, mediocre_fraction=0.0,
                                            deflecting_fraction=0.5,
-                                           tasks=("customer_service", "sales", "technical_support",
-                                                  "customer_service_claims"))
+                                           tasks=("customer_service", "sales", "technical_support"))
 
 
 def late_pass_seed(settings: WarmStartSettings, name: str) -> int:
