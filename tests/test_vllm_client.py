@@ -8,8 +8,8 @@ answer. Nothing in httpx is mocked.
 vllm-marked tests: a real vLLM server (CPU build, `.venv-vllm`) serving an export of the tiny
 Kimi-K2.5 at its defaults, the MLA widths vLLM's CPU attention runs (`kv_lora_rank=512`, `qk_rope_head_dim=64`),
 with the builder's default init (std 0.02; tests/test_vllm_server.py checks vLLM-CPU against HF
-with larger weights too, token for token). A second, short-lived server
-serves the two-URL test and is then killed by the last test.
+with larger weights too, token for token): the session's shared server (tests/conftest.py). A second,
+short-lived server serves the two-URL test and is then killed by the last test.
 """
 
 from __future__ import annotations
@@ -291,50 +291,43 @@ TEXTS = ["Hello, I need help with my order", "Where is my refund?", "Thanks!", "
 
 
 @pytest.fixture(scope="module")
-def served(vllm_python, tmp_path_factory):
-    """(HF model, tokenizer, export directory, prompts) of the tiny model at vLLM's MLA widths."""
-    from stateset_agents.embedded import build_base
-    from stateset_agents.models.export import export_for_vllm
+def served(tiny_model_dir, tiny_base_vllm_server):
+    """(HF model, tokenizer, export directory, prompts) of the tiny model at vLLM's MLA widths: the model the
+    session's shared server (tests/conftest.py) serves."""
     from stateset_agents.models.loading import LoadSettings, load_model
 
-    root = tmp_path_factory.mktemp("vllm-client-model")
-    build_base(root / "kimi")  # the default spec: MLA widths 512 + 64, as vLLM's CPU attention needs
-    loaded = load_model(str(root / "kimi"), LoadSettings(device="cpu", dtype="float32"))
-    export = export_for_vllm(loaded.model, loaded.tokenizer, root / "export")
+    loaded = load_model(str(tiny_model_dir), LoadSettings(device="cpu", dtype="float32"))
     prompts = [EncodedPrompt(loaded.tokenizer.encode(text, add_special_tokens=False)) for text in TEXTS]
-    return loaded.model.eval(), loaded.tokenizer, export, prompts
-
-
-def start_server(vllm_python, export, log_path):
-    from stateset_agents.rollout.vllm_server import VLLMServer, VLLMServerSettings
-
-    return VLLMServer(export, log_path, VLLMServerSettings(served_model_name="tiny"), python=vllm_python).start()
+    return loaded.model.eval(), loaded.tokenizer, tiny_base_vllm_server.model_dir, prompts
 
 
 @pytest.fixture(scope="module")
-def server(vllm_python, served, tmp_path_factory):
-    running = start_server(vllm_python, served[2], tmp_path_factory.mktemp("vllm-log") / "server.log")
-    yield running
-    running.stop()
+def server(tiny_base_vllm_server):
+    return tiny_base_vllm_server  # no weight reloads here: the other modules on it see the same model
 
 
 @pytest.fixture(scope="module")
-def second_server(vllm_python, served, tmp_path_factory):
-    """A second server: the two-URL test spreads requests over it, the last test kills it."""
-    running = start_server(vllm_python, served[2], tmp_path_factory.mktemp("vllm-log-2") / "server.log")
+def second_server(vllm_python, server, tmp_path_factory):
+    """A second server of the same export and settings: the two-URL test spreads requests over it, the last
+    test kills it."""
+    from stateset_agents.rollout.vllm_server import VLLMServer
+
+    log_path = tmp_path_factory.mktemp("vllm-log-2") / "server.log"
+    running = VLLMServer(server.model_dir, log_path, server.settings, python=vllm_python).start()
     yield running
     running.stop()
 
 
 def generator_for(*servers, stop_token_ids=(STOP,), **kwargs) -> VLLMGenerator:
-    return VLLMGenerator([s.base_url for s in servers], "tiny", stop_token_ids=list(stop_token_ids), **kwargs)
+    """A generator over `servers`, for the model they serve (model=None: the servers' own name)."""
+    return VLLMGenerator([s.base_url for s in servers], None, stop_token_ids=list(stop_token_ids), **kwargs)
 
 
 @pytest.mark.vllm
 def test_server_checks_pass_for_the_exported_model(served, server):
     generator = generator_for(server)
     generator.check_server(served[1])
-    assert generator.max_model_len == 1024
+    assert generator.max_model_len == server.settings.max_model_len == 2048
 
 
 @pytest.mark.vllm
@@ -344,7 +337,8 @@ def test_prompt_ids_are_sent_and_echoed_exactly(served, server):
 
     tokenizer = served[1]
     odd = [tokenizer.convert_tokens_to_ids(c) for c in "Hello"] + [STOP, 5, 8] + served[3][0].input_ids
-    body = completion_body("tiny", odd, SamplingSettings(max_new_tokens=4), 0, [STOP])
+    model = server.settings.served_model_name or str(server.model_dir)  # vLLM's name for it: --model's path
+    body = completion_body(model, odd, SamplingSettings(max_new_tokens=4), 0, [STOP])
     choice = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=120).json()["choices"][0]
     assert choice["prompt_token_ids"] == odd
     assert generator_for(server).generate([EncodedPrompt(odd)], SamplingSettings(max_new_tokens=4), [0])
