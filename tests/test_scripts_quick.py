@@ -116,6 +116,11 @@ def test_experiment_configs_are_the_runs_they_describe():
     assert replay.lwf_rows == "replayed"  # the three seeds of experiments/FORGETTING.md's first section
     measured = TrainingConfig.from_file(REPO / "experiments/results/forgetting_v6/config_replay_lwf_replayed.yaml")
     assert measured == replay
+    # stop 29's runs on the withdrawn warm start v7 (FORGETTING.md, first section): the same config at 64 tokens
+    v7 = TrainingConfig.from_file(REPO / "experiments/results/forgetting_v7/config_replay_lwf.yaml")
+    assert v7 == replay.replace(max_new_tokens=64)
+    recorded = json.loads((REPO / "experiments/results/forgetting_v7/forgetting_v7_tokens64_seeds012.json").read_text())
+    assert recorded["config"] == v7.model_dump(mode="json", exclude={"output_dir", "seed", "continual_strategy"})
 
 
 # What each variant of the demo's run changes (experiments/LOG.md, "RL's budget"); nothing else may differ from
