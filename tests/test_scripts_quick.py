@@ -113,7 +113,7 @@ def test_experiment_configs_are_the_runs_they_describe():
     assert replay.model_name == "tiny-kimi-k2.5" and replay.task == "continual_two_stores"
     assert (replay.clip_epsilon_low, replay.clip_epsilon_high) == (demo.clip_epsilon_low, demo.clip_epsilon_high)
     assert replay.task_sequence == ["customer_service", "customer_service_claims"]
-    assert replay.lwf_rows == "replayed"  # the three seeds of experiments/FORGETTING.md's v6 section (the committed configs)
+    assert replay.lwf_rows == "replayed"  # FORGETTING.md's v6 section (the committed configs)
     measured = TrainingConfig.from_file(REPO / "experiments/results/forgetting_v6/config_replay_lwf_replayed.yaml")
     assert measured == replay
     # stop 29's runs on the withdrawn warm start v7 (FORGETTING.md, first section): the same config at 64 tokens
