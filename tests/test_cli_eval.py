@@ -177,6 +177,26 @@ def test_same_seed_same_json_another_seed_other_samples(lora_run, tmp_path, caps
     reward = first["tasks"]["customer_service"]["policy"]["metrics"]["reward"]
     assert reward["n"] == 2 and reward["ci_low"] <= reward["mean"] <= reward["ci_high"]
     assert "95% intervals: Student t interval over scenario means" in outputs[0]
+    # 8 tokens a turn: turns are cut off before their end, and the report counts them
+    policy = first["tasks"]["customer_service"]["policy"]
+    records = [e["policy"] for e in episodes]
+    cut_off = sum(r["cut_off_turns"] for r in records) / sum(r["turns"] for r in records)
+    assert 0 < cut_off == policy["cut_off_turns"] <= 1
+    assert f"turns cut off at --max-new-tokens 8 before their end: {{'policy': '{cut_off:.1%}'}}" in outputs[0]
+
+
+def test_cut_off_share_counts_unterminated_turns():
+    from stateset_agents.core.completion import ParsedCompletion
+    from stateset_agents.core.trajectory import Trajectory, TurnSample
+    from stateset_agents.training.evaluation import cut_off_share
+
+    def episode(*terminated: bool) -> Trajectory:
+        turns = [TurnSample([1], [2], [0.0], ParsedCompletion(terminated=t)) for t in terminated]
+        return Trajectory(messages=[], turns=turns, state={}, scenario={})
+
+    assert episode(True, False, False).num_cut_off_turns == 2
+    assert cut_off_share([episode(True, False), episode(True, True)]) == 0.25
+    assert cut_off_share([episode()]) == 0.0  # no turns: nothing cut off
 
 
 def test_episode_seeds_are_those_of_training_evaluate(monkeypatch):

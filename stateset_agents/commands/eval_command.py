@@ -473,6 +473,7 @@ def run_task(agent, task, scenarios: list[dict], settings: EvalSettings) -> list
             "seed": spec.seed, "scored": result is not None,
             "reward": None if result is None else float(result.total),
             "success": is_success(trajectory), "turns": trajectory.num_turns, "end_reason": trajectory.end_reason,
+            "cut_off_turns": trajectory.num_cut_off_turns,
             "components": {} if result is None else {k: float(v) for k, v in sorted(result.components.items())},
             "sample_sha256": sample_digest(trajectory),
         })
@@ -496,8 +497,12 @@ def summarize_records(records: list[dict[str, Any]], components: list[str]) -> d
         means = [statistics.fmean(values[name] for values in group) for group in by_scenario.values()]
         in_unit = name != "reward" and all(0.0 <= m <= 1.0 for m in means)  # success, built-in components
         metrics[name] = t_interval(means, bounds=(0.0, 1.0) if in_unit else None)
-    return {"metrics": metrics, "episodes": len(records), "scored": sum(r["scored"] for r in records),
-            "skipped": sum(not r["scored"] for r in records)}
+    scored = [r for r in records if r["scored"]]
+    turns = sum(r["turns"] for r in scored)
+    return {"metrics": metrics, "episodes": len(records), "scored": len(scored),
+            "skipped": len(records) - len(scored),
+            # turns cut off at max_new_tokens (no end-of-turn token), of the scored episodes' turns
+            "cut_off_turns": sum(r.get("cut_off_turns", 0) for r in scored) / turns if turns else 0.0}
 
 
 def paired_difference(first: list[dict[str, Any]], second: list[dict[str, Any]], components: list[str]) -> dict[str, Any]:
@@ -560,6 +565,11 @@ def render_tables(report: dict[str, Any], console) -> None:
         skipped = {label: task_report[label]["skipped"] for label in labels if task_report[label]["skipped"]}
         if skipped:
             console.print(f"  episodes whose reward failed (skipped): {skipped}", markup=False)
+        cut_off = {label: f"{task_report[label]['cut_off_turns']:.1%}" for label in labels
+                   if task_report[label].get("cut_off_turns")}
+        if cut_off:
+            console.print(f"  turns cut off at --max-new-tokens {settings.get('max_new_tokens', '?')} before their "
+                          f"end: {cut_off}", markup=False)
     console.print(f"95% intervals: {INTERVAL_METHOD}.", markup=False)
 
 

@@ -70,3 +70,8 @@ class Trajectory:
     @property
     def num_completion_tokens(self) -> int:
         return sum(turn.num_completion_tokens for turn in self.turns)
+
+    @property
+    def num_cut_off_turns(self) -> int:
+        """Turns that never sampled the end-of-turn token: cut off at max_new_tokens."""
+        return sum(not turn.parsed.terminated for turn in self.turns)

@@ -47,6 +47,9 @@ METRIC_DOCS: dict[str, str] = {
                           "(one key per component of the reward function, e.g. reward/empathy).",
     "success_rate": "Fraction of the batch's episodes that reached the task's success criterion.",
     "episode/turns_mean": "Mean number of assistant turns per episode.",
+    "episode/cut_off_turns": "Share of the agent's sampled turns (scored episodes) that never sampled the "
+                             "end-of-turn token: cut off at max_new_tokens, so a tool call or answer may be "
+                             "missing its end. Above a few percent, max_new_tokens is too small for the task.",
     "episode/completion_tokens_mean": "Mean number of sampled (trained) tokens per episode, "
                                       "summed over its turns.",
     "episode/end_reasons/<reason>": "Number of the batch's episodes that ended for <reason> "

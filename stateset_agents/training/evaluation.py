@@ -42,6 +42,12 @@ def is_success(trajectory) -> bool:
     return bool(trajectory.state.get("goal_met")) or trajectory.end_reason == "success"
 
 
+def cut_off_share(trajectories) -> float:
+    """Share of the agent's turns cut off at max_new_tokens (0 when there are no turns)."""
+    turns = sum(t.num_turns for t in trajectories)
+    return sum(t.num_cut_off_turns for t in trajectories) / turns if turns else 0.0
+
+
 def summarize(trajectories, results) -> dict[str, Any]:
     """Mean/std reward, success rate and mean components over scored trajectories; `user_failures`
     counts the episodes dropped because their LLM customer failed."""
@@ -53,6 +59,7 @@ def summarize(trajectories, results) -> dict[str, Any]:
         "success_rate": statistics.fmean(is_success(t) for t, _ in scored) if scored else float("nan"),
         "episodes": len(scored),
         "turns_mean": statistics.fmean(t.num_turns for t, _ in scored) if scored else 0.0,
+        "cut_off_turns": cut_off_share([t for t, _ in scored]),
         "user_failures": sum(t.end_reason == USER_ERROR for t in trajectories),
     }
     components = sorted({name for _, r in scored for name in r.components})

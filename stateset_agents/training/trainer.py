@@ -418,6 +418,7 @@ class GSPOTrainer:
             "reward/mean": summary["reward_mean"], "reward/std": summary["reward_std"],
             "success_rate": summary["success_rate"], "episode/turns_mean": summary["turns_mean"],
             "episode/completion_tokens_mean": float(np.mean([t.num_completion_tokens for t in trajectories])),
+            "episode/cut_off_turns": summary["cut_off_turns"],
             "groups/zero_variance": advantage_stats.get("zero_variance_groups", 0),
             "groups/total": advantage_stats.get("groups", 0),
             "optimizer_steps": sum(1 for s in steps if not s["skipped"]),
