@@ -185,13 +185,19 @@ def test_family_breakdown_groups_a_reports_episodes_by_family():
                for key, row in rows.items())
 
 
-def test_forgetting_component_breakdown_sums_to_the_reward_change():
-    """The per-component rows of A's gain add up to the reward rows (the reward is the weighted mean)."""
+@pytest.fixture(scope="module")
+def forgetting():
+    """experiments/forgetting.py as a module (experiments/ is not a package)."""
     sys.path.insert(0, str(REPO / "experiments"))
     try:
-        import forgetting
+        import forgetting as module
     finally:
         sys.path.remove(str(REPO / "experiments"))
+    return module
+
+
+def test_forgetting_component_breakdown_sums_to_the_reward_change(forgetting):
+    """The per-component rows of A's gain add up to the reward rows (the reward is the weighted mean)."""
     from stateset_agents.tasks.registry import get_task
 
     weights = forgetting.reward_weights(get_task("customer_service").default_reward())
@@ -217,13 +223,8 @@ def test_forgetting_component_breakdown_sums_to_the_reward_change():
     assert forgetting.component_breakdown({0: old}, weights) == {}  # results from before components were recorded
 
 
-def test_forgetting_merge_keeps_a_seed_run_twice(tmp_path):
+def test_forgetting_merge_keeps_a_seed_run_twice(forgetting, tmp_path):
     """--merge of two runs of one seed (another machine or commit) keeps both, not the last one."""
-    sys.path.insert(0, str(REPO / "experiments"))
-    try:
-        import forgetting
-    finally:
-        sys.path.remove(str(REPO / "experiments"))
     results = REPO / "experiments/results/forgetting_v6"
     first, rerun = results / "forgetting_v6_replayed_seed0.json", results / "forgetting_v6_replayed_seeds01_rerun.json"
     forgetting.merge_results([first, rerun], tmp_path / "merged", ["--merge", "..."])
@@ -234,12 +235,7 @@ def test_forgetting_merge_keeps_a_seed_run_twice(tmp_path):
     assert "0, 0#2, 1 (N#2: a second run of seed N)" in (tmp_path / "merged.md").read_text()
 
 
-def test_forgetting_merge_refuses_runs_of_different_configs(tmp_path):
-    sys.path.insert(0, str(REPO / "experiments"))
-    try:
-        import forgetting
-    finally:
-        sys.path.remove(str(REPO / "experiments"))
+def test_forgetting_merge_refuses_runs_of_different_configs(forgetting, tmp_path):
     first = json.loads((REPO / "experiments/results/forgetting_v6/forgetting_v6_replayed_seed2.json").read_text())
     other = {**first, "config": {**first.get("config", {}), "max_new_tokens": 64}}
     (tmp_path / "a.json").write_text(json.dumps({**first, "config": {**first.get("config", {}), "max_new_tokens": 48}}))

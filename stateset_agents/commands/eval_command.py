@@ -502,7 +502,7 @@ def summarize_records(records: list[dict[str, Any]], components: list[str]) -> d
     return {"metrics": metrics, "episodes": len(records), "scored": len(scored),
             "skipped": len(records) - len(scored),
             # turns cut off at max_new_tokens (no end-of-turn token), of the scored episodes' turns
-            "cut_off_turns": sum(r.get("cut_off_turns", 0) for r in scored) / turns if turns else 0.0}
+            "cut_off_turns": sum(r["cut_off_turns"] for r in scored) / turns if turns else 0.0}
 
 
 def paired_difference(first: list[dict[str, Any]], second: list[dict[str, Any]], components: list[str]) -> dict[str, Any]:
@@ -566,9 +566,9 @@ def render_tables(report: dict[str, Any], console) -> None:
         if skipped:
             console.print(f"  episodes whose reward failed (skipped): {skipped}", markup=False)
         cut_off = {label: f"{task_report[label]['cut_off_turns']:.1%}" for label in labels
-                   if task_report[label].get("cut_off_turns")}
+                   if task_report[label]["cut_off_turns"]}
         if cut_off:
-            console.print(f"  turns cut off at --max-new-tokens {settings.get('max_new_tokens', '?')} before their "
+            console.print(f"  turns cut off at --max-new-tokens {settings['max_new_tokens']} before their "
                           f"end: {cut_off}", markup=False)
     console.print(f"95% intervals: {INTERVAL_METHOD}.", markup=False)
 
