@@ -71,7 +71,7 @@ def test_unknown_task_lists_the_valid_ones(tmp_path, capsys):
     out = tmp_path / "out"
     assert train("--model", TINY, "--task", "cooking", "--output-dir", str(out)) == 2
     line = error_line(capsys)
-    assert "unknown task 'cooking'" in line and "customer_service, customer_service_claims, sales, technical_support" in line
+    assert "unknown task 'cooking'" in line and "customer_service, customer_service_claims, customer_service_partner, sales, technical_support" in line
     assert not out.exists()
 
 

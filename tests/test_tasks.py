@@ -12,12 +12,12 @@ from stateset_agents.tasks import ScenarioError, get_task, list_tasks, load_scen
 from stateset_agents.tasks.generate_data import fresh_scenarios, generate_all
 from stateset_agents.tasks.images import render_photo, scenario_image_url
 
-TASKS = ["customer_service", "customer_service_claims", "sales", "technical_support"]
+TASKS = ["customer_service", "customer_service_claims", "customer_service_partner", "sales", "technical_support"]
 
 
 def test_registry_lists_and_rejects_unknown_names():
     assert list_tasks() == TASKS
-    with pytest.raises(ValueError, match="unknown task 'cooking'; valid tasks: customer_service, customer_service_claims, sales, technical_support"):
+    with pytest.raises(ValueError, match="unknown task 'cooking'; valid tasks: " + ", ".join(TASKS)):
         get_task("cooking")
 
 

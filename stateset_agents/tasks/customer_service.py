@@ -1,8 +1,9 @@
 """Customer service: orders, refunds, returns, late deliveries, and photos of damaged items.
 
 World: ``{"orders": {order_id: {"item", "total", "status": "delivered" | "in_transit",
-"days" (since delivery), "eta" (in transit only), "condition": "intact" | "damaged"}}}``. ``condition`` is ground
-truth the tools never print: the agent learns it from the customer's words or photo.
+"days" (since delivery), "eta" (in transit only), "condition": "intact" | "damaged", "seller": "partner"
+(optional: a marketplace partner's order, `tasks.partner_orders`)}}}``. ``condition`` is ground truth the tools
+never print: the agent learns it from the customer's words or photo.
 
 Policy (in the system prompt, enforced by the tools):
 - a refund above the order total, or above the $500 cap, is refused and recorded as a violation
@@ -54,7 +55,8 @@ def lookup_order(state: dict, order_id: str) -> str:
     """
     key, order = _order(state, order_id)
     status = f"delivered {order['days']} days ago" if order["status"] == "delivered" else "in transit"
-    return f"order {key}: {order['item']}, {money(order['total'])}, {status}"
+    seller = "; sold by a marketplace partner: refunds and returns go to the claims team" if order.get("seller") else ""
+    return f"order {key}: {order['item']}, {money(order['total'])}, {status}{seller}"
 
 
 def issue_refund(state: dict, order_id: str, amount: float) -> str:

@@ -20,7 +20,8 @@ __all__ = ["SEED", "SPLIT_SIZES", "BUILTIN_TASKS", "generate_task", "generate_al
 
 SEED = 20250601
 SPLIT_SIZES = {"train": 60, "eval": 30}
-BUILTIN_TASKS = ("customer_service", "technical_support", "sales", "customer_service_claims")
+BUILTIN_TASKS = ("customer_service", "technical_support", "sales", "customer_service_claims",
+                 "customer_service_partner")
 
 
 def generate_task(task: Task, seed: int = SEED, sizes: dict[str, int] | None = None) -> dict[str, list[dict]]:

@@ -6,20 +6,24 @@ from __future__ import annotations
 from stateset_agents.tasks.base import Task
 from stateset_agents.tasks.claims_desk import ClaimsDeskTask
 from stateset_agents.tasks.customer_service import CustomerServiceTask
+from stateset_agents.tasks.partner_orders import PartnerOrdersTask
 from stateset_agents.tasks.sales import SalesTask
 from stateset_agents.tasks.technical_support import TechnicalSupportTask
 
 __all__ = ["UnknownTaskError", "get_task", "list_tasks", "register_task", "TASK_SEQUENCES", "WARM_START_TASKS"]
 
 _TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (CustomerServiceTask, TechnicalSupportTask, SalesTask,
-                                                           ClaimsDeskTask)}
+                                                           ClaimsDeskTask, PartnerOrdersTask)}
 # The tasks the embedded model's tokenizer and warm start learn from (a fixed list: registering a task does
-# not change the embedded model). The claims desk is left out on purpose: its policy is learned by RL.
+# not change the embedded model). The claims desk and partner orders are left out on purpose: their policy is
+# learned by RL.
 WARM_START_TASKS = ("customer_service", "sales", "technical_support")
 # Built-in task sequences for continual learning: `task: continual_two_stores` trains them in order.
 TASK_SEQUENCES: dict[str, tuple[str, ...]] = {
     # the same customers and tools, two stores whose policies conflict (tasks.claims_desk)
     "continual_two_stores": ("customer_service", "customer_service_claims"),
+    # the same prompt and tools; only the order lookup says a partner sold it (tasks.partner_orders)
+    "continual_two_sellers": ("customer_service", "customer_service_partner"),
 }
 _INSTANCES: dict[str, Task] = {}
 
