@@ -2,6 +2,11 @@
 
     python experiments/action_choice.py [--model tiny-kimi-k2.5] [--task customer_service] [--samples 2]
                                         [--temperature 1.0] [--out FILE.json] [--quick]
+                                        [--system-prompt TEXT] [--partner-note TEXT]
+
+`--system-prompt` replaces the task's prompt and `--partner-note` the text `lookup_order` adds for a partner
+seller's order (`""`: none, so a partner's order looks like ShopCo's own): how a model acts when one thing on the
+surface changes.
 
 Samples `--samples` episodes on every held-out scenario (the preset's sampling: top_p 0.95) and
 reports, per scenario family:
@@ -24,8 +29,9 @@ from pathlib import Path
 
 
 # calls that only read the world: the action is the first call that is not one of these
-LOOKUPS = {"customer_service": {"lookup_order"}, "technical_support": {"run_diagnostic", "check_service_status"},
-           "sales": {"search_catalog", "get_price"}}
+LOOKUPS = {"customer_service": {"lookup_order"}, "customer_service_claims": {"lookup_order"},
+           "customer_service_partner": {"lookup_order"},
+           "technical_support": {"run_diagnostic", "check_service_status"}, "sales": {"search_catalog", "get_price"}}
 
 
 def first_action(trajectory, lookups: set[str]):
@@ -57,12 +63,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--quick", action="store_true", help="base model, 3 scenarios, 1 sample, 8 tokens")
+    parser.add_argument("--system-prompt", default=None, help="replaces the task's system prompt")
+    parser.add_argument("--partner-note", default=None, help="what lookup_order adds for a partner's order")
     args = parser.parse_args()
+    if args.partner_note is not None:
+        from stateset_agents.tasks import customer_service
+
+        customer_service.PARTNER_NOTE = args.partner_note
     scenario_count, max_new_tokens = (3, 8) if args.quick else (None, 64)
     if args.quick:
         args.model, args.samples = "tiny-kimi-k2.5-base", 1
 
-    task = get_task(args.task)
+    task = get_task(args.task).with_system_prompt(args.system_prompt)
     lookups = LOOKUPS.get(task.name, set())
     agent = Agent(AgentConfig(model_name=args.model, temperature=args.temperature, top_p=0.95,
                               max_new_tokens=max_new_tokens))

@@ -56,6 +56,8 @@ def continue_stage(model_dir: str, out: Path, tasks: list[str], dialogues: int, 
     from stateset_agents.training.warm_start import (WarmStartSettings, dialogue_examples, pinned_threads,
                                                      supervised_epochs)
 
+    import partner_rehearsal  # noqa: F401  (registers the rehearsal-only partner tasks; experiments/ is on the path)
+
     loaded = load_model(model_dir, LoadSettings(device="cpu", dtype="float32"))
     encoder = PromptEncoder(loaded.tokenizer, get_chat_format(loaded.tokenizer), loaded.image_settings)
     pairs = []

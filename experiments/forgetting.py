@@ -2,7 +2,8 @@
 
 By default A = customer_service (ShopCo) and B = customer_service_claims (a marketplace desk with the same
 customers, orders and tools and a conflicting policy: refund and return requests go to the claims team),
-the built-in sequence `continual_two_stores`.
+the built-in sequence `continual_two_stores` (the config's `task`; `--tasks` picks another pair, e.g.
+`continual_two_sellers`, where B is ShopCo's own prompt on partner sellers' orders).
 
     flock /tmp/stateset-cpu.lock .venv/bin/python experiments/forgetting.py --seeds 0 1 2 --threads 2
 
@@ -290,8 +291,8 @@ def merge_results(paths: list[Path], prefix: Path, argv) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--tasks", default="continual_two_stores",
-                        help="A,B, or a built-in sequence of two (tasks.registry.TASK_SEQUENCES)")
+    parser.add_argument("--tasks", default=None, help=(
+        "A,B, or a built-in sequence of two (tasks.registry.TASK_SEQUENCES); default: the config's task"))
     parser.add_argument("--iterations-per-task", type=int, default=6)
     parser.add_argument("--eval-samples", type=int, default=1, help="episodes per held-out scenario")
     parser.add_argument("--eval-scenarios", type=int, default=None, help="first N eval scenarios (default: all)")
@@ -330,7 +331,7 @@ def main(argv=None) -> int:
 
     if args.merge:
         return merge_results(args.merge, Path(args.output), argv)
-    tasks = BASE_CONFIG.replace(task=args.tasks).task_sequence
+    tasks = BASE_CONFIG.replace(task=args.tasks or BASE_CONFIG.task).task_sequence
     if len(tasks) != 2:
         parser.error("--tasks takes exactly two tasks: A,B")
     if BASE_CONFIG.model_name in EMBEDDED_MODELS:  # else a model directory, e.g. a candidate warm start

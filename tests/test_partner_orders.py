@@ -39,6 +39,15 @@ def test_only_the_lookup_says_a_partner_sold_the_order():
         raise AssertionError("an unknown order must raise")
 
 
+def test_without_a_note_a_partners_order_looks_like_shopcos(monkeypatch):
+    from stateset_agents.tasks import customer_service
+
+    partner = PARTNER.scenarios("eval")[0]
+    monkeypatch.setattr(customer_service, "PARTNER_NOTE", "")
+    text = lookup_order({"world": partner["world"]}, partner["facts"]["order_id"])
+    assert text.startswith("order A") and text.endswith("days ago") and MARKER not in text
+
+
 def test_the_partner_policy_conflicts_with_shopcos_on_five_families():
     for i, scenario in enumerate(PARTNER.scenarios("eval")):
         assert run_scripted_episode(PARTNER, scenario, make_agent("oracle"), seed=i).end_reason == "success"

@@ -37,6 +37,8 @@ RETURN_OPENINGS = ("I want to return my {item}. It does not fit my needs.", "Can
                    "I changed my mind.", "I would like to send back my {item}.")
 LATE_OPENINGS = ("My order has not arrived yet.", "Where is my {item}? It is late.", "My {item} still has not come.")
 CANNOT = ["cannot", "can't", "unable", "not able"]
+# what `lookup_order` adds for a partner seller's order (a module constant so experiments can vary the surface)
+PARTNER_NOTE = "sold by a marketplace partner: refunds and returns go to the claims team"
 
 
 def _order(state: dict[str, Any], order_id: str) -> tuple[str, dict[str, Any]]:
@@ -55,7 +57,7 @@ def lookup_order(state: dict, order_id: str) -> str:
     """
     key, order = _order(state, order_id)
     status = f"delivered {order['days']} days ago" if order["status"] == "delivered" else "in transit"
-    seller = "; sold by a marketplace partner: refunds and returns go to the claims team" if order.get("seller") else ""
+    seller = f"; {PARTNER_NOTE}" if order.get("seller") and PARTNER_NOTE else ""
     return f"order {key}: {order['item']}, {money(order['total'])}, {status}{seller}"
 
 
