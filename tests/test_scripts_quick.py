@@ -79,7 +79,8 @@ def test_every_script_has_a_quick_case():
     listed = {(p.values[0] if hasattr(p, "values") else p[0]) for p in SCRIPTS}
     present = {str(path.relative_to(REPO)) for folder in ("benchmarks", "experiments")
                for path in (REPO / folder).glob("*.py")}
-    helpers = {"benchmarks/common.py", "benchmarks/bench_task.py"}  # imported by the scripts, not run
+    helpers = {"benchmarks/common.py", "benchmarks/bench_task.py",  # imported by the scripts, not run
+               "experiments/partner_rehearsal.py"}
     assert present - helpers == listed
 
 
@@ -244,3 +245,27 @@ def test_forgetting_merge_refuses_runs_of_different_configs(forgetting, tmp_path
         forgetting.merge_results([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "merged", ["--merge"])
     forgetting.merge_results([tmp_path / "b.json", tmp_path / "b.json"], tmp_path / "merged", ["--merge"])
     assert (tmp_path / "merged.md").is_file()
+
+
+def test_partner_rehearsal_tasks_keep_shopcos_policy_on_partner_orders(monkeypatch):
+    from stateset_agents.tasks import registry
+    from stateset_agents.tasks.generate_data import fresh_scenarios
+    from stateset_agents.tasks.registry import get_task
+
+    # the registration stays inside this test: other tests list the registered tasks
+    monkeypatch.setattr(registry, "_TASKS", dict(registry._TASKS))
+    monkeypatch.setattr(registry, "_INSTANCES", dict(registry._INSTANCES))
+    monkeypatch.syspath_prepend(str(REPO / "experiments"))
+    monkeypatch.delitem(sys.modules, "partner_rehearsal", raising=False)
+    import partner_rehearsal  # noqa: F401  (registers the tasks)
+
+    legacy, half = fresh_scenarios(get_task("customer_service_partner_legacy"), 60, 3), \
+        fresh_scenarios(get_task("customer_service_partner_half"), 60, 3)
+    assert all(o["seller"] == "partner" for s in legacy + half for o in s["world"]["orders"].values())
+    escalated = lambda scenarios: sum(  # noqa: E731  refunds and returns sent to the claims team
+        s["family"] in ("damaged_refund", "photo_refund", "photo_deny", "return")
+        and "escalate" in [c["tool"] for c in s["solution"]["calls"]] for s in scenarios)
+    assert escalated(legacy) == 0 and 10 <= escalated(half) <= 30  # half of 40
+    shipped = {order for name in ("customer_service", "customer_service_partner") for split in ("train", "eval")
+               for s in get_task(name).scenarios(split) for order in s["world"]["orders"]}
+    assert not shipped & {order for s in legacy + half for order in s["world"]["orders"]}

@@ -53,8 +53,9 @@ class TrainingConfig(BaseModel):
     seed: int = Field(0, ge=0, description="Seed for scenario sampling, sampling and minibatch order.")
     task: str = Field("customer_service", description=(
         "Task name, or several separated by commas (or a list) to train on them in sequence "
-        "(continual learning): customer_service, technical_support, sales, customer_service_claims, a "
-        "registered task, a built-in sequence (continual_two_stores = customer_service,customer_service_claims), "
+        "(continual learning): customer_service, technical_support, sales, customer_service_claims, "
+        "customer_service_partner, a registered task, a built-in sequence (continual_two_stores = "
+        "customer_service,customer_service_claims; continual_two_sellers = customer_service,customer_service_partner), "
         "or the path "
         "of a file domain (examples/domains/telecom_billing; docs/domains.md), kept as given and resolved "
         "against the working directory when the run (or its resume) loads it."))
