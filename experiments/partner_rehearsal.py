@@ -13,6 +13,7 @@ from typing import Any
 
 from stateset_agents.tasks.base import UniqueIds
 from stateset_agents.tasks.customer_service import CustomerServiceTask
+from stateset_agents.tasks.partner_orders import sold_by_partner
 from stateset_agents.tasks.registry import get_task, register_task
 
 
@@ -29,10 +30,7 @@ class LegacyPartnerOrdersTask(CustomerServiceTask):
         return get_task("customer_service").scenarios(split) + get_task("customer_service_partner").scenarios(split)
 
     def build_scenario(self, rng: random.Random, ids: UniqueIds, family: str, scenario_id: str) -> dict[str, Any]:
-        scenario = super().build_scenario(rng, ids, family, scenario_id)
-        for order in scenario["world"]["orders"].values():
-            order["seller"] = "partner"
-        return scenario
+        return sold_by_partner(super().build_scenario(rng, ids, family, scenario_id))
 
     def _family_text(self, rng: random.Random, family: str, item: str, order_id: str,
                      order: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,14 @@ from stateset_agents.tasks.base import UniqueIds
 from stateset_agents.tasks.claims_desk import ClaimsDeskTask
 from stateset_agents.tasks.customer_service import CustomerServiceTask
 
-__all__ = ["PartnerOrdersTask"]
+__all__ = ["PartnerOrdersTask", "sold_by_partner"]
+
+
+def sold_by_partner(scenario: dict[str, Any]) -> dict[str, Any]:
+    """`scenario` with every order of its world marked as a partner seller's (`lookup_order` then adds the note)."""
+    for order in scenario["world"]["orders"].values():
+        order["seller"] = "partner"
+    return scenario
 
 
 class PartnerOrdersTask(ClaimsDeskTask):
@@ -29,7 +36,4 @@ class PartnerOrdersTask(ClaimsDeskTask):
     system_prompt = CustomerServiceTask.system_prompt
 
     def build_scenario(self, rng: random.Random, ids: UniqueIds, family: str, scenario_id: str) -> dict[str, Any]:
-        scenario = super().build_scenario(rng, ids, family, scenario_id)
-        for order in scenario["world"]["orders"].values():  # the customer bought from a partner seller
-            order["seller"] = "partner"
-        return scenario
+        return sold_by_partner(super().build_scenario(rng, ids, family, scenario_id))
