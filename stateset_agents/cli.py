@@ -3,7 +3,7 @@
     stateset-agents train --model tiny-kimi-k2.5 --task customer_service --use-lora
     stateset-agents train --config outputs/run/config.yaml --resume
     stateset-agents sft --model tiny-kimi-k2.5-base --data transcripts.jsonl --output-dir outputs/sft
-    stateset-agents build-tiny-model [--ship | --verify-shipped]
+    stateset-agents build-tiny-model [--ship | --verify-shipped | --restamp]
     stateset-agents plan --model moonshotai/Kimi-K2.5 --gpu-memory 141 --gpus-per-node 8
     stateset-agents eval --model tiny-kimi-k2.5 --adapter outputs/run --task customer_service --json eval.json
     stateset-agents chat --model tiny-kimi-k2.5 --adapter outputs/run --task customer_service
@@ -189,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="maintainers: rebuild from nothing and replace the copy shipped in the package")
     shipped.add_argument("--verify-shipped", action="store_true",
                          help="rebuild from nothing and check the shipped copy bit for bit (exit 1 if it differs)")
+    shipped.add_argument("--restamp", action="store_true",
+                         help="maintainers: after a code edit that leaves the build's inputs unchanged (checked, "
+                              "~2 min), record this checkout's fingerprint in the shipped manifest (exit 1 if stale)")
     build.add_argument("--resume-after", nargs=2, metavar=("STAGE", "DIR"), help=(
         "with --ship: start from DIR, a model after the warm start's STAGE (first_pass, practice or habit; "
         "e.g. the previous shipped copy when only later stages changed), and run only the later stages"))
@@ -241,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit(f"--resume-after: STAGE must be one of {', '.join(RESUME_POINTS)}; got {stage!r}")
             shipped.ship(args.name, resume_after=stage, resume_from=directory)
             return 0
+        if args.restamp:
+            return 0 if shipped.restamp(args.name) else 1
         if args.verify_shipped:
             problems = shipped.verify(args.name)
             print("\n".join(problems) if problems else f"The shipped {args.name} is bit for bit what a rebuild gives.")

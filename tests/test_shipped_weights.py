@@ -133,18 +133,41 @@ def test_ensure_embedded_model_installs_a_current_shipped_copy(mini_builds, tmp_
 
 
 def test_the_packaged_tiny_kimi_belongs_to_this_code():
-    """The shipped tiny-kimi-k2.5 is what this checkout would build (else `make demo` rebuilds it for
-    half an hour). Fails after a change to the warm start's code, settings or data: run
-    `stateset-agents build-tiny-model --ship` and commit the result."""
+    """The shipped tiny-kimi-k2.5 carries this checkout's fingerprint, so a fresh install uses it at once
+    (else `make demo` first checks the build's inputs for ~2 minutes, or rebuilds for half an hour).
+    Fails after a change to the warm start's code, settings or data, or to code the fingerprint covers:
+    run `stateset-agents build-tiny-model --restamp` (the inputs are unchanged) or `--ship`, and commit."""
     from stateset_agents import embedded
 
     manifest_path = shipped.shipped_directory("tiny-kimi-k2.5") / shipped.MANIFEST
     assert manifest_path.exists(), "no shipped tiny-kimi-k2.5: run `stateset-agents build-tiny-model --ship`"
     manifest = json.loads(manifest_path.read_text())
-    entry = embedded.EMBEDDED_MODELS["tiny-kimi-k2.5"]
-    if manifest["fingerprint"] != entry.fingerprint():
-        assert manifest["inputs_digest"] == entry.inputs_digest(), (
-            "the shipped tiny-kimi-k2.5 is stale: run `stateset-agents build-tiny-model --ship` and commit it")
+    assert manifest["fingerprint"] == embedded.EMBEDDED_MODELS["tiny-kimi-k2.5"].fingerprint(), (
+        "the shipped tiny-kimi-k2.5 carries another checkout's fingerprint: run `stateset-agents build-tiny-model "
+        "--restamp` (keeps it when the build's inputs are unchanged, else says to rebuild with --ship) and commit")
+
+
+def test_restamp_records_the_fingerprint_only_when_the_inputs_are_unchanged(mini_builds, tmp_path, monkeypatch):
+    from stateset_agents import embedded
+
+    current = {"fingerprint": "code-2", "inputs": "inputs-1"}
+    entry = embedded.EmbeddedModel("mini-restamp", "test model", lambda: current["fingerprint"],
+                                   lambda directory: None, lambda: current["inputs"])
+    monkeypatch.setitem(embedded.EMBEDDED_MODELS, "mini-restamp", entry)
+    monkeypatch.delenv(shipped.NO_SHIPPED_ENV, raising=False)
+    shipped.write_shipped_copy("mini-restamp", mini_builds[0], "code-1", root=tmp_path,
+                               extra={"inputs_digest": "inputs-1"})
+    manifest = tmp_path / "mini-restamp" / shipped.MANIFEST
+    before = json.loads(manifest.read_text())
+    messages: list[str] = []
+    assert shipped.restamp("mini-restamp", root=tmp_path, log=messages.append)
+    after = json.loads(manifest.read_text())
+    assert after == {**before, "fingerprint": "code-2"} and "now carries" in messages[-1]
+    assert shipped.usable_shipped_copy("mini-restamp", "code-2", root=tmp_path, log=messages.append) is not None
+    current.update(fingerprint="code-3", inputs="inputs-2")  # the build would train on something else
+    assert not shipped.restamp("mini-restamp", root=tmp_path, log=messages.append)
+    assert "stale" in messages[-1] and json.loads(manifest.read_text()) == after
+    assert not shipped.restamp("mini-restamp", root=tmp_path / "elsewhere", log=messages.append)
 
 
 def test_how_a_tokenizer_was_loaded_is_not_a_difference(mini_builds, tmp_path):

@@ -8,7 +8,10 @@ says why. Set `STATESET_AGENTS_NO_SHIPPED=1` to always build (the tests do: they
 
 The shipped copy is reproducible: `stateset-agents build-tiny-model --ship` rebuilds it from
 nothing (a fresh cache: base model, tokenizer, warm start) and writes it here;
-`--verify-shipped` rebuilds it the same way and compares every tensor bit for bit. The warm
+`--verify-shipped` rebuilds it the same way and compares every tensor bit for bit; `--restamp`
+records the current code's fingerprint in the manifest after checking that the build's inputs are
+unchanged (after an edit that does not change what the build trains on: it saves every later load
+the minutes-long inputs check). The warm
 start pins torch's thread count (`training.warm_start.BUILD_THREADS`), because a reduction split
 over a different number of threads can round differently.
 """
@@ -28,7 +31,7 @@ MANIFEST = "shipped.json"
 NO_SHIPPED_ENV = "STATESET_AGENTS_NO_SHIPPED"
 
 __all__ = ["SHIPPED_ROOT", "MANIFEST", "shipped_directory", "usable_shipped_copy", "write_shipped_copy",
-           "compare_model_directories", "rebuild_from_scratch", "ship", "verify"]
+           "compare_model_directories", "rebuild_from_scratch", "ship", "verify", "restamp"]
 
 
 def shipped_directory(name: str, root: Path | None = None) -> Path:
@@ -235,3 +238,33 @@ def verify(name: str, *, root: Path | None = None, log: Callable[[str], None] = 
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return problems
+
+
+def restamp(name: str, *, root: Path | None = None, log: Callable[[str], None] = print) -> bool:
+    """Record this checkout's fingerprint of `name` in the shipped manifest when the build's inputs digest
+    still equals the shipped one's (the copy is then what a build here gives); True when the manifest is
+    current afterwards. The inputs check runs once here instead of at every load of a fresh install."""
+    from stateset_agents.embedded import EMBEDDED_MODELS
+
+    entry = EMBEDDED_MODELS[name]
+    manifest_path = shipped_directory(name, root) / MANIFEST
+    if not manifest_path.exists():
+        log(f"nothing is shipped for {name} in {manifest_path.parent}")
+        return False
+    manifest = json.loads(manifest_path.read_text())
+    fingerprint = entry.fingerprint()
+    if manifest.get("fingerprint") == fingerprint:
+        log(f"The shipped {name} already carries this checkout's fingerprint.")
+        return True
+    if entry.inputs_digest is None or not manifest.get("inputs_digest"):
+        log(f"{name} has no inputs digest to check; rebuild it with `stateset-agents build-tiny-model --ship`.")
+        return False
+    log(f"Checking that the build's inputs are the shipped {name}'s (a few minutes) ...")
+    if entry.inputs_digest() != manifest["inputs_digest"]:
+        log(f"The build's inputs changed: the shipped {name} is stale. Rebuild it with "
+            f"`stateset-agents build-tiny-model --ship`.")
+        return False
+    manifest["fingerprint"] = fingerprint
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    log(f"Same inputs: the manifest of the shipped {name} now carries this checkout's fingerprint.")
+    return True
