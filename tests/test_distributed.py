@@ -84,10 +84,16 @@ def single_process_run(tiny_model_dir, tmp_path_factory) -> Path:
     return run_dir
 
 
-def test_two_processes_train_the_same_adapter_as_one(single_process_run, tmp_path):
-    run_dir = tmp_path / "run"
-    result = run(2, write_config(run_dir))
-    assert result.stdout.count("checkpoint: ") == ITERATIONS, "only rank 0 writes (and says so)"
+@pytest.fixture(scope="module")
+def two_process_run(tiny_model_dir, tmp_path_factory) -> tuple[Path, str]:
+    """One uninterrupted two-process run (its directory and stdout), shared by the tests that compare with it."""
+    run_dir = tmp_path_factory.mktemp("two") / "run"
+    return run_dir, run(2, write_config(run_dir)).stdout
+
+
+def test_two_processes_train_the_same_adapter_as_one(single_process_run, two_process_run):
+    run_dir, stdout = two_process_run
+    assert stdout.count("checkpoint: ") == ITERATIONS, "only rank 0 writes (and says so)"
     one, two = metrics(single_process_run), metrics(run_dir)
     assert [m["iteration"] for m in two] == [1, 2], "rank 0 logs each iteration once"
     for a, b in zip(one, two):  # the same episodes, whole batch in the metrics (not rank 0's half)
@@ -105,9 +111,8 @@ def test_two_processes_train_the_same_adapter_as_one(single_process_run, tmp_pat
     assert float(diff.max()) <= bound, f"max |diff| {float(diff.max()):.2e} > {bound:.1e}"
 
 
-def test_two_processes_killed_then_resumed_end_with_the_uninterrupted_adapter(tiny_model_dir, tmp_path):
-    uninterrupted, interrupted = tmp_path / "straight", tmp_path / "killed"
-    run(2, write_config(uninterrupted))
+def test_two_processes_killed_then_resumed_end_with_the_uninterrupted_adapter(two_process_run, tmp_path):
+    uninterrupted, interrupted = two_process_run[0], tmp_path / "killed"
     config = write_config(interrupted)
     process = subprocess.Popen(launch_command(2, config), cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)},

@@ -13,7 +13,11 @@ carries: HF then differed from vLLM from position 1 on, mistaken for an MLA bug;
 `test_vllm_weight_reload_serves_the_new_weights_exactly` swaps the server's weights in place
 (`VLLMServer.reload_weights`) to another seed's and back, checked against HF each time.
 
-One server per session (~40-60 s to start on 2 cores), killed at the end. Skipped, with the
+The server is the session's shared one (tests/conftest.py: a fresh load of the base export, ~30 s to
+start on 2 cores): this module reloads the re-initialised weights into it first (so every comparison
+here runs on weights that came in through the reload path; a fresh load of trained, non-trivial weights
+is compared in test_vllm_training.py and test_cli_export_serve.py) and reloads the base export when it
+is done, whatever the tests did, so the other modules see the model they expect. Skipped, with the
 reason, when the vLLM environment is missing (`make vllm-env`); `make test-vllm` builds it.
 """
 
@@ -55,19 +59,17 @@ def reinitialise(model, seed: int = 3, bias_std: float = 0.1) -> None:
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) / math.sqrt(tensor.shape[-1]))
 
 
-@pytest.fixture(scope="session")
-def served_model(vllm_python, tmp_path_factory):
-    """(HF model, tokenizer, export directory, prompts as token ids)."""
-    from stateset_agents.embedded import build_base
+@pytest.fixture(scope="module")
+def served_model(tiny_model_dir, tmp_path_factory):
+    """(HF model, tokenizer, export directory, prompts as token ids): the base tiny model (the default spec:
+    MLA widths 512 + 64, as vLLM's CPU attention needs), re-initialised."""
     from stateset_agents.models.export import export_for_vllm
     from stateset_agents.models.loading import LoadSettings, load_model
 
-    root = tmp_path_factory.mktemp("vllm-model")
-    build_base(root / "kimi")  # the default spec: MLA widths 512 + 64, as vLLM's CPU attention needs
-    loaded = load_model(str(root / "kimi"), LoadSettings(device="cpu", dtype="float32"))
+    loaded = load_model(str(tiny_model_dir), LoadSettings(device="cpu", dtype="float32"))
     model = loaded.model.eval()
     reinitialise(model)
-    export = export_for_vllm(model, loaded.tokenizer, root / "export")
+    export = export_for_vllm(model, loaded.tokenizer, tmp_path_factory.mktemp("vllm-model") / "export")
     prompts = [loaded.tokenizer.encode(text) for text in TEXTS]
     chat = [{"role": "user", "content": "My order T916 has not arrived."}]
     prompts.append(list(loaded.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
@@ -75,16 +77,16 @@ def served_model(vllm_python, tmp_path_factory):
     return model, loaded.tokenizer, export, prompts
 
 
-@pytest.fixture(scope="session")
-def vllm_server(vllm_python, served_model, tmp_path_factory):
-    from stateset_agents.rollout.vllm_server import VLLMServer, VLLMServerSettings
-
-    log = tmp_path_factory.mktemp("vllm-log") / "server.log"
-    server = VLLMServer(served_model[2], log, VLLMServerSettings(served_model_name="tiny"), python=vllm_python)
-    with server:  # stopped (process group killed) whatever the tests do
-        print(f"vLLM server up in {server.startup_seconds:.1f}s at {server.base_url}; log {log}")
+@pytest.fixture(scope="module")
+def vllm_server(tiny_base_vllm_server, served_model):
+    """The session's server with the re-initialised weights; the base export's are reloaded afterwards."""
+    server = tiny_base_vllm_server
+    seconds = server.reload_weights(served_model[2])
+    print(f"re-initialised weights reloaded into the shared server in {seconds:.2f}s")
+    try:
         yield server
-    assert server.process is None
+    finally:
+        server.reload_weights(server.model_dir)
 
 
 def hf_greedy(model, prompt: list[int], new_tokens: int = NEW_TOKENS) -> tuple[list[int], list[float]]:
@@ -102,7 +104,7 @@ def hf_greedy(model, prompt: list[int], new_tokens: int = NEW_TOKENS) -> tuple[l
 def vllm_greedy(server, prompt: list[int]) -> dict:
     import httpx
 
-    body = dict(model="tiny", prompt=prompt, max_tokens=NEW_TOKENS, temperature=0.0, top_p=1.0, top_k=-1,
+    body = dict(model=server.settings.served_model_name or str(server.model_dir), prompt=prompt, max_tokens=NEW_TOKENS, temperature=0.0, top_p=1.0, top_k=-1,
                 logprobs=0, return_token_ids=True, return_tokens_as_token_ids=True, ignore_eos=True)
     response = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=120)
     response.raise_for_status()
@@ -129,7 +131,7 @@ def test_vllm_greedy_ids_equal_hf(served_model, vllm_server):
     assert worst < LOGPROB_ATOL
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def other_model(served_model, tmp_path_factory):
     """The served model with other weights (same config: `reinitialise` with another seed) and its export."""
     import copy
@@ -148,7 +150,7 @@ def test_vllm_weight_reload_serves_the_new_weights_exactly(served_model, other_m
     model, _, export, prompts = served_model
     other, other_export = other_model
     assert sum(hf_greedy(model, p, 8)[0] != hf_greedy(other, p, 8)[0] for p in prompts) >= len(prompts) - 1
-    for hf_model, directory in ((other, other_export), (model, export)):  # ends with the session's weights
+    for hf_model, directory in ((other, other_export), (model, export)):  # ends with this module's weights
         seconds = vllm_server.reload_weights(directory)
         worst = greedy_max_logprob_gap(vllm_server, hf_model, prompts)
         print(f"reload_weights({directory.parent.name}): {seconds:.2f}s; max |vLLM - HF| logprob {worst:.2e}")
