@@ -49,9 +49,12 @@ demo: install
 # by its stamp; ~3.5 GB), side by side with ours (two pip runs on 2 cores, empty pip cache: 109 s
 # against 155 s one after the other). If it cannot be built on a machine, those tests skip and say
 # why; the rest still run.
+# The suite runs in PYTEST_WORKERS pytest-xdist workers (one torch thread each; whole modules per worker, the
+# vLLM modules together: tests/conftest.py). 2 fits CI's two cores; `make test PYTEST_WORKERS=auto` uses them all.
+PYTEST_WORKERS ?= 2
 test:
 	@$(MAKE) --no-print-directory -j2 install vllm-env-or-skip
-	WANDB_MODE=offline HF_HUB_OFFLINE=1 STATESET_VLLM_PYTHON=$(abspath $(VLLM_PY)) $(PY) -m pytest -q
+	WANDB_MODE=offline HF_HUB_OFFLINE=1 STATESET_VLLM_PYTHON=$(abspath $(VLLM_PY)) $(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 test-slow: install
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow

@@ -12,6 +12,25 @@ os.environ.setdefault("STATESET_AGENTS_CACHE", str(REPO / ".cache" / "test-model
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("STATESET_AGENTS_NO_SHIPPED", "1")  # tests build their own models, never the shipped copy
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on two cores: one torch thread each, or their thread pools
+    # spin against each other (OMP_NUM_THREADS also reaches the subprocesses the tests start)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs two pytest-xdist workers. Each module runs whole in one worker (its module and session
+    fixtures are built once per worker, not per test), and the modules named *vllm* run in the same worker:
+    they share the session's vLLM server (`tiny_base_vllm_server`), which then starts once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "vllm" if "vllm" in Path(module).name else module
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ differently from `W x + s B (A x)`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -31,17 +30,10 @@ EVAL_RECORD = {"iteration": 2, "reward/mean": 0.1, "eval/reward_mean": 0.4321, "
                "eval/success_rate": 0.25}
 
 
-def spec():
-    from stateset_agents.models.tiny_kimi import TinyKimiSpec
-
-    return dataclasses.replace(TinyKimiSpec(), kv_lora_rank=512, qk_rope_head_dim=64)
-
-
 @pytest.fixture(scope="session")
-def base_dir(tmp_path_factory) -> Path:
-    from stateset_agents.embedded import build_base
-
-    return build_base(tmp_path_factory.mktemp("base") / "tiny-kimi-512", spec())
+def base_dir(tiny_model_dir) -> Path:
+    """The session's base tiny model (the default spec has vLLM's MLA widths, 512 + 64); only read here."""
+    return tiny_model_dir
 
 
 def load(base_dir):
@@ -197,7 +189,7 @@ def test_bad_inputs_are_one_error_line(expert_run, base_dir, tmp_path, capsys):
 
 def test_merging_into_a_quantized_base_is_refused(expert_run, base_dir, tmp_path, capsys):
     run, _ = expert_run
-    quantized = tmp_path / "tiny-kimi-512"
+    quantized = tmp_path / base_dir.name  # the name the run was trained on: only the quantization differs
     shutil.copytree(base_dir, quantized)
     config = json.loads((quantized / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "compressed-tensors", "format": "pack-quantized"}

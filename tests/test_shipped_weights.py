@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
@@ -19,6 +20,18 @@ MINI = WarmStartSettings(dialogues_per_task=2, copy_drills=64, copy_drill_batch_
                                             deflecting_fraction=0.5, tasks=("customer_service",)),
                          rehearsal=PracticePass(dialogues_per_task=1, oracle_fraction=0.5, mediocre_fraction=0.0,
                                                 deflecting_fraction=0.5))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def builds_at_this_processs_thread_count():
+    """The mini builds train at this process's torch thread count instead of the shipped build's pinned
+    `BUILD_THREADS` (2): under `make test`'s two xdist workers (one thread each), two threads in one worker
+    spin against the other worker and a build takes 20x longer. Each comparison builds both sides here."""
+    from stateset_agents.training import warm_start
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(warm_start, "pinned_threads", partial(warm_start.pinned_threads, torch.get_num_threads()))
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ missing (`make vllm-env`).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import signal
@@ -24,13 +23,8 @@ pytestmark = pytest.mark.vllm
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from stateset_agents.embedded import build_base
-    from stateset_agents.models.tiny_kimi import TinyKimiSpec
-
-    path = tmp_path_factory.mktemp("vllm-train") / "kimi"
-    build_base(path, dataclasses.replace(TinyKimiSpec(), kv_lora_rank=512, qk_rope_head_dim=64))
-    return path
+def model_dir(tiny_model_dir):
+    return tiny_model_dir  # the default spec has vLLM's MLA widths (512 + 64)
 
 
 def config(model_dir, tmp_path, **overrides):
