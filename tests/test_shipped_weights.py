@@ -26,7 +26,9 @@ MINI = WarmStartSettings(dialogues_per_task=2, copy_drills=64, copy_drill_batch_
 def builds_at_this_processs_thread_count():
     """The mini builds train at this process's torch thread count instead of the shipped build's pinned
     `BUILD_THREADS` (2): under `make test`'s two xdist workers (one thread each), two threads in one worker
-    spin against the other worker and a build takes 20x longer. Each comparison builds both sides here."""
+    spin against the other worker and a build takes 20x longer. Each comparison builds both sides here.
+    (Patched rather than a `threads` argument of `build_warm_started`: its code is part of the warm start's
+    inputs digest, so editing it would make the shipped copy stale.)"""
     from stateset_agents.training import warm_start
 
     with pytest.MonkeyPatch.context() as patch:

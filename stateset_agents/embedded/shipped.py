@@ -84,6 +84,10 @@ def usable_shipped_copy(name: str, fingerprint: str, *, inputs_digest: Callable[
     return None
 
 
+def _write_manifest(path: Path, manifest: dict) -> None:
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
 def write_shipped_copy(name: str, model_dir: Path, fingerprint: str, *, root: Path | None = None,
                        extra: dict | None = None) -> Path:
     """Replace the shipped copy of `name` with the model directory `model_dir`, built from `fingerprint`."""
@@ -95,7 +99,7 @@ def write_shipped_copy(name: str, model_dir: Path, fingerprint: str, *, root: Pa
                 shutil.copy2(path, staging / path.name)
         manifest = {"fingerprint": fingerprint, "files": {p.name: _sha256(p) for p in _model_files(staging)},
                     **(extra or {})}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _write_manifest(staging / MANIFEST, manifest)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)
@@ -265,6 +269,6 @@ def restamp(name: str, *, root: Path | None = None, log: Callable[[str], None] =
             f"`stateset-agents build-tiny-model --ship`.")
         return False
     manifest["fingerprint"] = fingerprint
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write_manifest(manifest_path, manifest)
     log(f"Same inputs: the manifest of the shipped {name} now carries this checkout's fingerprint.")
     return True
