@@ -12,7 +12,9 @@ Settings: `--config` (default `experiments/configs/forgetting_replay_lwf.yaml`, 
 warm-started tiny Kimi-K2.5 (`tiny-kimi-k2.5`), LoRA, the demo's CPU settings (4 scenarios x 8
 generations per iteration, 4 optimizer steps per rollout, lr 2e-3), the guide's continual settings
 (replay_buffer_size=2000, replay_ratio=0.5, kl_penalty_beta=0.1). The script sets the task pair,
-the seed, the strategy and `--iterations-per-task` outer iterations on A, then as many on B.
+the seed, the strategy and `--iterations-per-task` outer iterations on A, then as many on B
+(`--iterations-on-b`: another number on B; the learning rate is constant after warmup, so B's extra
+iterations train at the same rate).
 
 Measured on each task's held-out scenarios: A and B before training, at the boundary and at the end;
 A's RL gain (A after A - A before), the share of it left after B ((A after B - A before) / gain), and B's
@@ -103,7 +105,8 @@ def train_iterations(trainer, start: int, stop: int) -> None:
                   flush=True)
 
 
-def run_seed(seed: int, tasks: list[str], iterations_per_task: int, samples: int, root: Path) -> dict:
+def run_seed(seed: int, tasks: list[str], iterations_per_task: int, samples: int, root: Path,
+             iterations_on_b: int | None = None) -> dict:
     from stateset_agents.runs.report import write_report
     from stateset_agents.training.trainer import GSPOTrainer
 
@@ -133,7 +136,8 @@ def run_seed(seed: int, tasks: list[str], iterations_per_task: int, samples: int
             trainer._resume()
         else:
             trainer = shared_trainer
-        train_iterations(trainer, iterations_per_task, 2 * iterations_per_task)
+        # The config keeps 2 x iterations_per_task (the task boundary); iterations past it stay on B.
+        train_iterations(trainer, iterations_per_task, iterations_per_task + (iterations_on_b or iterations_per_task))
         results[strategy] = {**boundary, "A after B": held_out(trainer, 0, samples, eval_seed),
                              "B after B": held_out(trainer, 1, samples, eval_seed)}
         write_report(trainer.output_dir, title=f"{tasks[0]} -> {tasks[1]}, continual_strategy={strategy}, "
@@ -194,8 +198,10 @@ def component_breakdown(runs: dict[int | str, dict], weights: dict[str, float]) 
 
 def markdown(summaries: dict[str, dict], seeds: list[int | str], command: str, meta: dict,
              breakdown: dict[str, dict[str, float]] | None = None) -> str:
-    lines = [f"Tasks: A = {meta['tasks'][0]}, B = {meta['tasks'][1]}; {meta['iterations_per_task']} iterations "
-             f"each; seeds {', '.join(map(str, seeds))}"
+    on_b = meta.get("iterations_on_b", meta["iterations_per_task"])
+    phases = (f"{meta['iterations_per_task']} iterations each" if on_b == meta["iterations_per_task"]
+              else f"{meta['iterations_per_task']} iterations on A, {on_b} on B")
+    lines = [f"Tasks: A = {meta['tasks'][0]}, B = {meta['tasks'][1]}; {phases}; seeds {', '.join(map(str, seeds))}"
              f"{' (N#2: a second run of seed N)' if any('#' in str(seed) for seed in seeds) else ''}; "
              f"held-out: {meta['eval_episodes']} episodes per task and model "
              f"({meta['eval_samples']} per eval scenario). Mean ± sample std over seeds, then each seed."]
@@ -268,7 +274,9 @@ def recorded_command(argv) -> str:
 def merge_results(paths: list[Path], prefix: Path, argv) -> int:
     """One set of tables from several results JSON (same tasks and settings, distinct seeds)."""
     loaded = [json.loads(path.read_text()) for path in paths]
-    keys = ("tasks", "iterations_per_task", "eval_samples", "eval_episodes", "continual")
+    keys = ("tasks", "iterations_per_task", "iterations_on_b", "eval_samples", "eval_episodes", "continual")
+    for item in loaded:  # results written before --iterations-on-b trained B as long as A
+        item.setdefault("iterations_on_b", item["iterations_per_task"])
     if any({key: item[key] for key in keys} != {key: loaded[0][key] for key in keys} for item in loaded):
         raise SystemExit(f"--merge: the results differ in one of {', '.join(keys)}")
     configs = {json.dumps(item["config"], sort_keys=True) for item in loaded if "config" in item}
@@ -294,6 +302,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default=None, help=(
         "A,B, or a built-in sequence of two (tasks.registry.TASK_SEQUENCES); default: the config's task"))
     parser.add_argument("--iterations-per-task", type=int, default=6)
+    parser.add_argument("--iterations-on-b", type=int, default=None, help=(
+        "outer iterations on B (default: --iterations-per-task)"))
     parser.add_argument("--eval-samples", type=int, default=1, help="episodes per held-out scenario")
     parser.add_argument("--eval-scenarios", type=int, default=None, help="first N eval scenarios (default: all)")
     parser.add_argument("--threads", type=int, default=1, help=(
@@ -339,10 +349,13 @@ def main(argv=None) -> int:
     prefix = Path(args.output)
     root = Path(args.runs_dir)
     started = time.perf_counter()
-    runs = {seed: run_seed(seed, tasks, args.iterations_per_task, args.eval_samples, root) for seed in args.seeds}
+    on_b = args.iterations_on_b or args.iterations_per_task
+    runs = {seed: run_seed(seed, tasks, args.iterations_per_task, args.eval_samples, root, on_b)
+            for seed in args.seeds}
     from stateset_agents.tasks.registry import get_task
 
-    meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "eval_samples": args.eval_samples,
+    meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "iterations_on_b": on_b,
+            "eval_samples": args.eval_samples,
             "eval_episodes": len(get_task(tasks[0]).eval_scenarios()[:args.eval_scenarios]) * args.eval_samples,
             "continual": {key: getattr(BASE_CONFIG, key) for key in
                           ("replay_buffer_size", "replay_ratio", "kl_penalty_beta", "lwf_rows", "kl_beta")},
