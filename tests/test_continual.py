@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
@@ -15,7 +14,6 @@ from stateset_agents.training.continual import (
     rows_from_replay,
 )
 from stateset_agents.training.losses import policy_loss
-from stateset_agents.training.optimizer_step import replay_normalizer, split_episodes, split_with_replay
 from stateset_agents.training.trainer import GSPOTrainer
 
 TASKS = "customer_service,technical_support"
@@ -330,44 +328,3 @@ def test_lwf_rows_replayed_needs_replay():
     with pytest.raises(ValueError, match="lwf_rows='replayed'"):
         TrainingConfig(continual_strategy="lwf", lwf_rows="replayed")
     assert TrainingConfig(task=TASKS, continual_strategy="replay_lwf", lwf_rows="replayed").lwf_rows == "replayed"
-
-
-# ----------------------------------------------------------------------------- replay does not dilute the new task
-
-
-def test_split_with_replay_keeps_the_fresh_chunks_and_deals_out_the_replayed_episodes():
-    without = split_episodes(list(range(32)), 4, torch.Generator().manual_seed(0))
-    assert split_with_replay(list(range(32)), [], 4, torch.Generator().manual_seed(0)) == without
-    mixed = split_with_replay(list(range(32)), list(range(32, 64)), 4, torch.Generator().manual_seed(0))
-    assert [minibatch[:8] for minibatch in mixed] == without  # the same fresh episodes per step as without replay
-    assert sorted(e for minibatch in mixed for e in minibatch[8:]) == list(range(32, 64))
-    assert [replay_normalizer(minibatch, 32) for minibatch in mixed] == [8, 8, 8, 8]
-    assert replay_normalizer([40, 41], 32) == 2  # replayed episodes only: their own mean
-    few = split_with_replay([0, 1, 2, 3], [4], 2, torch.Generator().manual_seed(0))
-    assert sorted(map(len, few)) == [2, 3]
-
-
-class ReplayWithoutSignal(GSPOTrainer):
-    """Replays with every stored advantage set to 0: replayed rows then add no policy gradient."""
-
-    def _update(self, trajectories, advantages, replayed=()):
-        return super()._update(trajectories, advantages, [replace(e, advantage=0.0) for e in replayed])
-
-
-def test_a_fresh_episode_weighs_the_same_with_replay_as_without(tmp_path):
-    """The update a task-B batch makes with replayed episodes that carry no signal equals the update without
-    replay: fresh episodes are not diluted by the replayed ones (a mean over the mixed minibatch halved them)."""
-    adapters = {}
-    for strategy in ("none", "replay"):
-        config = tiny_config(tmp_path / strategy, task=TASKS, num_outer_iterations=2, continual_strategy=strategy,
-                             replay_buffer_size=16, replay_ratio=0.5, save_every=0, scenarios_per_iteration=4,
-                             max_grad_norm=1e6)
-        trainer = ReplayWithoutSignal(config, reward_fn=LengthReward(), log=lambda _: None)
-        trainer.iteration(0)
-        metrics = trainer.iteration(1)
-        adapters[strategy] = _adapter(trainer, "default")
-        if strategy == "replay":
-            assert metrics["continual/replay_fraction"] == pytest.approx(0.5)
-    assert adapters["none"].keys() == adapters["replay"].keys()
-    for name, weights in adapters["none"].items():
-        torch.testing.assert_close(adapters["replay"][name], weights, rtol=1e-5, atol=1e-7)

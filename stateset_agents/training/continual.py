@@ -15,12 +15,6 @@ Replay (Rolnick et al. 2019, "Experience Replay for Continual Learning"; CLEAR):
     replayed / (fresh + replayed) = replay_ratio. Fresh episodes are never dropped: replay adds
     compute (the update batch grows by 1 / (1 - replay_ratio)). While training the first task
     there is nothing to replay.
-  - Replay adds a loss term; it does not dilute the new task. Each optimizer step takes the fresh
-    episodes it would take without replay plus its share of the replayed ones
-    (`optimizer_step.split_with_replay`), and its summed per-episode loss is divided by its fresh
-    episodes only (`replay_normalizer`): loss = mean_fresh + R/N * mean_replayed (R/N = 1 at
-    replay_ratio 0.5). A mean over the mixed minibatch would halve every fresh episode's weight,
-    and with Adam that slowed the new task's learning about twofold (experiments/FORGETTING.md, stop 32).
 
   Replayed data is off-policy. A replayed episode keeps its stored advantage and its stored
   sampling logprobs, which are the *behaviour* policy's log π_b (the policy that generated it,
@@ -55,8 +49,7 @@ Learning without forgetting (Li & Hoiem 2016, adapted to RL fine-tuning as a pol
     on the old tasks' own data (as CLEAR's behaviour cloning and dark experience replay do), so the new task's
     episodes answer to the policy term alone. Where two tasks share a surface and differ in the right action,
     the KL on the new task's rows pulls against exactly what it must learn. The other rows count as KL 0 in
-    the mean over sequences (`losses.policy_loss`, teacher_rows_B), and with the step's division by its fresh
-    episodes the term is kl_penalty_beta * R/N * the mean KL over the replayed episodes.
+    the mean over sequences (`losses.policy_loss`, teacher_rows_B).
 
 Simplifications: the buffer replays whole episodes (all turns, one GSPO sequence); stored
 advantages are not recomputed; the teacher is a snapshot at the boundary (no EMA).

@@ -66,26 +66,6 @@ def split_episodes(episodes: list[int], parts: int, generator: torch.Generator) 
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-def split_with_replay(fresh: list[int], replayed: list[int], parts: int,
-                      generator: torch.Generator) -> list[list[int]]:
-    """`split_episodes` of the fresh episodes (the same chunks, from the same generator state, as without
-    replay), then each chunk takes its share of the replayed episodes, so every optimizer step sees the
-    update batch's mix of new and old (see `replay_normalizer`)."""
-    if not fresh or not replayed:
-        return split_episodes(fresh or replayed, parts, generator)
-    minibatches = split_episodes(fresh, parts, generator)
-    shares = split_episodes(replayed, len(minibatches), generator)
-    return [minibatch + share for minibatch, share in zip(minibatches, shares + [[]] * len(minibatches))]
-
-
-def replay_normalizer(minibatch: list[int], num_fresh: int) -> int:
-    """What a step's summed per-episode losses are divided by: its fresh episodes (ids below `num_fresh`), so a
-    fresh episode weighs exactly as it would without replay and the replayed ones *add* replay_ratio /
-    (1 - replay_ratio) times their mean; a mean over the whole mixed minibatch would halve the new task's
-    gradient at replay_ratio 0.5. A minibatch of replayed episodes only is averaged over itself."""
-    return sum(episode < num_fresh for episode in minibatch) or len(minibatch)
-
-
 @dataclass
 class MicroBatch:
     """Tensors for one forward/backward: rows of whole episodes."""

@@ -43,8 +43,7 @@ from stateset_agents.training.run_dir import check_run_directory
 from stateset_agents.training.scenario_sampler import ScenarioSampler
 from stateset_agents.runs.metrics import reduce_metric
 from stateset_agents.training.optimizer_step import (
-    MicroBatch, fill_reference_logprobs, make_micro_batch, optimizer_step, replay_normalizer, rows_from_trajectories,
-    split_with_replay,
+    MicroBatch, fill_reference_logprobs, make_micro_batch, optimizer_step, rows_from_trajectories, split_episodes,
 )
 
 
@@ -316,10 +315,7 @@ class GSPOTrainer:
         by_episode: dict[int, list] = {}
         for row in rows:
             by_episode.setdefault(row.episode, []).append(row)
-        num_fresh = len(trajectories)  # fresh episodes are 0..num_fresh-1, replayed ones follow
-        minibatches = split_with_replay([e for e in sorted(by_episode) if e < num_fresh],
-                                        [e for e in sorted(by_episode) if e >= num_fresh],
-                                        self.steps_per_iteration, self.update_generator)
+        minibatches = split_episodes(sorted(by_episode), self.steps_per_iteration, self.update_generator)
         # this rank's episodes of each minibatch (all of them in one process); an empty share joins the
         # gradient reduction with the minibatch's first episode at weight 0
         shares = [self.parallel.share(minibatch) or minibatch[:1] for minibatch in minibatches]
@@ -344,7 +340,7 @@ class GSPOTrainer:
             stats = optimizer_step(
                 self.train_model, self.optimizer, self.scheduler, micro, self._loss,
                 pad_token_id=pad_token_id, max_grad_norm=config.max_grad_norm,
-                total_episodes=replay_normalizer(minibatch, num_fresh), parallel=self.parallel,
+                total_episodes=len(minibatch), parallel=self.parallel,
             )
             step_stats.append({**stats.values, "skipped": float(stats.skipped_nonfinite),
                                "lr": self.scheduler.get_last_lr()[0],
