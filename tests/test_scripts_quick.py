@@ -63,7 +63,8 @@ SCRIPTS = [
     ("experiments/habit_rate.py", ["--quick", "--json", "OUT/habit.json"], ["habit.json"]),
     ("experiments/family_breakdown.py", ["experiments/results/sales/eval_v5_three_tasks.json", "--markdown",
                                          "OUT/families.md"], ["families.md"]),  # reads a committed report
-    ("experiments/forgetting.py", ["--quick", "--output", "OUT/forgetting_k2.5", "--runs-dir", "OUT/runs"],
+    ("experiments/forgetting.py", ["--quick", "--iterations-on-b", "2", "--output", "OUT/forgetting_k2.5",
+                                   "--runs-dir", "OUT/runs"],
      ["forgetting_k2.5.json", "forgetting_k2.5.md", "forgetting_k2.5.png"]),  # a dot in the prefix
     ("experiments/reward_breakdown.py", ["--quick", "--out", "OUT/breakdown.json"], ["breakdown.json"]),
     ("experiments/warm_start_experiment.py", ["--quick", "--out", "OUT/exp"], ["exp/out/warm_start.json",
@@ -245,6 +246,19 @@ def test_forgetting_merge_refuses_runs_of_different_configs(forgetting, tmp_path
         forgetting.merge_results([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "merged", ["--merge"])
     forgetting.merge_results([tmp_path / "b.json", tmp_path / "b.json"], tmp_path / "merged", ["--merge"])
     assert (tmp_path / "merged.md").is_file()
+
+
+def test_forgetting_merge_refuses_runs_with_another_b_phase(forgetting, tmp_path):
+    """Results from before --iterations-on-b trained B as long as A; they merge with each other, not with a longer B."""
+    results = REPO / "experiments/results"
+    equal = results / "forgetting_v6/forgetting_v6_replayed_seed2.json"
+    longer = results / "forgetting_v6_longb/v6_b16_seed0.json"
+    assert "iterations_on_b" not in json.loads(equal.read_text())
+    with pytest.raises(SystemExit, match="iterations_on_b"):
+        forgetting.merge_results([equal, longer], tmp_path / "merged", ["--merge"])
+    forgetting.merge_results([longer, results / "forgetting_v6_longb/v6_b16_seeds12.json"], tmp_path / "merged",
+                             ["--merge"])
+    assert "8 iterations on A, 16 on B; seeds 0, 1, 2" in (tmp_path / "merged.md").read_text()
 
 
 def test_partner_rehearsal_tasks_keep_shopcos_policy_on_partner_orders(monkeypatch):
