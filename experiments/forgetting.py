@@ -344,6 +344,8 @@ def main(argv=None) -> int:
     tasks = BASE_CONFIG.replace(task=args.tasks or BASE_CONFIG.task).task_sequence
     if len(tasks) != 2:
         parser.error("--tasks takes exactly two tasks: A,B")
+    if args.iterations_on_b is not None and args.iterations_on_b < 1:
+        parser.error("--iterations-on-b must be at least 1")
     if BASE_CONFIG.model_name in EMBEDDED_MODELS:  # else a model directory, e.g. a candidate warm start
         ensure_embedded_model(BASE_CONFIG.model_name)
     prefix = Path(args.output)
