@@ -105,8 +105,8 @@ def train_iterations(trainer, start: int, stop: int) -> None:
                   flush=True)
 
 
-def run_seed(seed: int, tasks: list[str], iterations_per_task: int, samples: int, root: Path,
-             iterations_on_b: int | None = None) -> dict:
+def run_seed(seed: int, tasks: list[str], iterations_per_task: int, iterations_on_b: int, samples: int,
+             root: Path) -> dict:
     from stateset_agents.runs.report import write_report
     from stateset_agents.training.trainer import GSPOTrainer
 
@@ -137,7 +137,7 @@ def run_seed(seed: int, tasks: list[str], iterations_per_task: int, samples: int
         else:
             trainer = shared_trainer
         # The config keeps 2 x iterations_per_task (the task boundary); iterations past it stay on B.
-        train_iterations(trainer, iterations_per_task, iterations_per_task + (iterations_on_b or iterations_per_task))
+        train_iterations(trainer, iterations_per_task, iterations_per_task + iterations_on_b)
         results[strategy] = {**boundary, "A after B": held_out(trainer, 0, samples, eval_seed),
                              "B after B": held_out(trainer, 1, samples, eval_seed)}
         write_report(trainer.output_dir, title=f"{tasks[0]} -> {tasks[1]}, continual_strategy={strategy}, "
@@ -352,8 +352,7 @@ def main(argv=None) -> int:
     root = Path(args.runs_dir)
     started = time.perf_counter()
     on_b = args.iterations_on_b or args.iterations_per_task
-    runs = {seed: run_seed(seed, tasks, args.iterations_per_task, args.eval_samples, root, on_b)
-            for seed in args.seeds}
+    runs = {seed: run_seed(seed, tasks, args.iterations_per_task, on_b, args.eval_samples, root) for seed in args.seeds}
     from stateset_agents.tasks.registry import get_task
 
     meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "iterations_on_b": on_b,
