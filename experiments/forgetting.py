@@ -106,7 +106,7 @@ def train_iterations(trainer, start: int, stop: int) -> None:
 
 
 def run_seed(seed: int, tasks: list[str], iterations_per_task: int, iterations_on_b: int, samples: int,
-             root: Path) -> dict:
+             root: Path, eval_every_b: int | None) -> dict:
     from stateset_agents.runs.report import write_report
     from stateset_agents.training.trainer import GSPOTrainer
 
@@ -127,7 +127,7 @@ def run_seed(seed: int, tasks: list[str], iterations_per_task: int, iterations_o
     shutil.copytree(checkpoint, baseline_dir / "checkpoints" / checkpoint.name)
     shutil.copy(shared / "metrics.jsonl", baseline_dir / "metrics.jsonl")  # the shared task-A phase
 
-    results = {}
+    results, curves = {}, {}
     for strategy in ("replay_lwf", "none"):  # replay_lwf first: it continues with the RNG state it has
         if strategy == "none":
             config = make_config("none", seed, baseline_dir, tasks, iterations_per_task).replace(resume=True)
@@ -137,14 +137,31 @@ def run_seed(seed: int, tasks: list[str], iterations_per_task: int, iterations_o
         else:
             trainer = shared_trainer
         # The config keeps 2 x iterations_per_task (the task boundary); iterations past it stay on B.
-        train_iterations(trainer, iterations_per_task, iterations_per_task + iterations_on_b)
+        curves[strategy] = train_b(trainer, iterations_per_task, iterations_on_b, eval_every_b,
+                                   lambda task_index: held_out(trainer, task_index, samples, eval_seed))
         results[strategy] = {**boundary, "A after B": held_out(trainer, 0, samples, eval_seed),
                              "B after B": held_out(trainer, 1, samples, eval_seed)}
         write_report(trainer.output_dir, title=f"{tasks[0]} -> {tasks[1]}, continual_strategy={strategy}, "
                                                f"seed {seed}")
         print(f"seed {seed} {strategy}: " + ", ".join(f"{k} {v['reward_mean']:.3f}"
                                                       for k, v in results[strategy].items()), flush=True)
+    if eval_every_b:
+        results["curves"] = curves
     return results
+
+
+def train_b(trainer, start: int, iterations_on_b: int, every: int | None, evaluate) -> list[dict]:
+    """B's iterations; with `every`, A and B held out after every `every` of them (the last point is the run's
+    "after B", measured by the caller). Evaluation keeps training's RNGs as they were, so the run trains as
+    without these points."""
+    curve, done = [], 0
+    while done < iterations_on_b:
+        step = min(every or iterations_on_b, iterations_on_b - done)
+        train_iterations(trainer, start + done, start + done + step)
+        done += step
+        if done < iterations_on_b:
+            curve.append({"b_iterations": done, "A": evaluate(0), "B": evaluate(1)})
+    return curve
 
 
 DERIVED = {  # what the issue asks: how much of A's RL gain survives B, and how far B gets
@@ -196,8 +213,48 @@ def component_breakdown(runs: dict[int | str, dict], weights: dict[str, float]) 
             for name in weights}
 
 
-def markdown(summaries: dict[str, dict], seeds: list[int | str], command: str, meta: dict,
+def curve_points(run: dict, strategy: str, on_b: int) -> list[tuple[int, dict, dict]]:
+    """(B iterations, A held out, B held out) at every evaluated point of B's phase, the end included."""
+    points = [(point["b_iterations"], point["A"], point["B"]) for point in run["curves"][strategy]]
+    return points + [(on_b, run[strategy]["A after B"], run[strategy]["B after B"])]
+
+
+def _curve_value(run: dict, strategy: str, on_b: int, index: int, kind: str, metric: str) -> float:
+    """At the index-th point of B's phase: the share of A's gain kept ("kept") or B's gain ("gain")."""
+    _, a_now, b_now = curve_points(run, strategy, on_b)[index]
+    measures = {measure: value[metric] for measure, value in run[strategy].items()}
+    if kind == "gain":
+        return b_now[metric] - measures["B after A"]
+    gain = measures["A after A"] - measures["A before"]
+    return (a_now[metric] - measures["A before"]) / gain if gain else float("nan")
+
+
+def curve_table(runs: dict[int | str, dict], on_b: int) -> list[str]:
+    """Markdown rows: per B length and arm, the share of A's gain kept and B's gain, for reward and success
+    (mean over the seeds that recorded curves, then each seed). Empty when no run recorded a curve."""
+    with_curves = {seed: run for seed, run in runs.items() if "curves" in run}
+    if not with_curves:
+        return []
+    lines = ["", f"**Along B's phase** (seeds {', '.join(map(str, with_curves))}): A's gain kept = (A now - A before) / "
+             "(A after A - A before); B's gain = B now - B after A", "",
+             "| B iterations | arm | A's gain kept: reward | A's gain kept: success | B's gain: reward | "
+             "B's gain: success |", "|---|---|---|---|---|---|"]
+    lengths = [length for length, _, _ in curve_points(next(iter(with_curves.values())), "none", on_b)]
+    for index, length in enumerate(lengths):
+        for strategy in STRATEGIES:
+            cells = []
+            for kind, form in (("kept", "{:.0%}"), ("gain", "{:+.3f}")):
+                for metric in METRICS:
+                    values = [_curve_value(run, strategy, on_b, index, kind, metric) for run in with_curves.values()]
+                    cells.append(form.format(statistics.fmean(values)) + " (" + ", ".join(form.format(v) for v in values)
+                                 + ")")
+            lines.append(f"| {length} | {strategy} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(summaries: dict[str, dict], runs: dict[int | str, dict], command: str, meta: dict,
              breakdown: dict[str, dict[str, float]] | None = None) -> str:
+    seeds = sorted(runs)
     on_b = meta.get("iterations_on_b", meta["iterations_per_task"])
     phases = (f"{meta['iterations_per_task']} iterations each" if on_b == meta["iterations_per_task"]
               else f"{meta['iterations_per_task']} iterations on A, {on_b} on B")
@@ -219,6 +276,7 @@ def markdown(summaries: dict[str, dict], seeds: list[int | str], command: str, m
                   "|---|" + "---|" * len(columns)]
         lines += [f"| {name} | " + " | ".join(f"{row[column]:+.3f}" for column in columns) + " |"
                   for name, row in breakdown.items()]
+    lines += curve_table(runs, on_b)
     lines += ["", f"Command: `{command}`", f"Wall time: {meta['wall_minutes']:.1f} min on {meta['machine']}."]
     return "\n".join(lines) + "\n"
 
@@ -261,7 +319,7 @@ def write_results(prefix: Path, runs: dict[int | str, dict], meta: dict, command
     plot(summaries["reward_mean"], path(".png"),
          f"Forgetting: {meta['tasks'][0]} (A) then {meta['tasks'][1]} (B), seeds {sorted(runs)}")
     breakdown = component_breakdown(runs, meta["reward_weights"]) if "reward_weights" in meta else {}
-    table = markdown(summaries, sorted(runs), command.strip(), meta, breakdown)
+    table = markdown(summaries, {seed: runs[seed] for seed in sorted(runs)}, command.strip(), meta, breakdown)
     path(".md").write_text(table)
     return table
 
@@ -274,9 +332,12 @@ def recorded_command(argv) -> str:
 def merge_results(paths: list[Path], prefix: Path, argv) -> int:
     """One set of tables from several results JSON (same tasks and settings, distinct seeds)."""
     loaded = [json.loads(path.read_text()) for path in paths]
-    keys = ("tasks", "iterations_per_task", "iterations_on_b", "eval_samples", "eval_episodes", "continual")
-    for item in loaded:  # results written before --iterations-on-b trained B as long as A
-        item.setdefault("iterations_on_b", item["iterations_per_task"])
+    keys = ("tasks", "iterations_per_task", "iterations_on_b", "eval_every_b", "eval_samples", "eval_episodes",
+            "continual")
+    for item in loaded:  # results written before --iterations-on-b trained B as long as A; before lwf_divergence,
+        item.setdefault("iterations_on_b", item["iterations_per_task"])  # the LwF KL was the reverse one
+        item["continual"].setdefault("lwf_divergence", "reverse")
+        item.setdefault("eval_every_b", None)
     if any({key: item[key] for key in keys} != {key: loaded[0][key] for key in keys} for item in loaded):
         raise SystemExit(f"--merge: the results differ in one of {', '.join(keys)}")
     configs = {json.dumps(item["config"], sort_keys=True) for item in loaded if "config" in item}
@@ -304,6 +365,9 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations-per-task", type=int, default=6)
     parser.add_argument("--iterations-on-b", type=int, default=None, help=(
         "outer iterations on B (default: --iterations-per-task)"))
+    parser.add_argument("--eval-every-b", type=int, default=None, help=(
+        "also hold out A and B after every N iterations of B in both arms (a curve along B's phase; each point "
+        "costs two evaluations per arm)"))
     parser.add_argument("--eval-samples", type=int, default=1, help="episodes per held-out scenario")
     parser.add_argument("--eval-scenarios", type=int, default=None, help="first N eval scenarios (default: all)")
     parser.add_argument("--threads", type=int, default=1, help=(
@@ -346,20 +410,24 @@ def main(argv=None) -> int:
         parser.error("--tasks takes exactly two tasks: A,B")
     if args.iterations_on_b is not None and args.iterations_on_b < 1:
         parser.error("--iterations-on-b must be at least 1")
+    if args.eval_every_b is not None and args.eval_every_b < 1:
+        parser.error("--eval-every-b must be at least 1")
     if BASE_CONFIG.model_name in EMBEDDED_MODELS:  # else a model directory, e.g. a candidate warm start
         ensure_embedded_model(BASE_CONFIG.model_name)
     prefix = Path(args.output)
     root = Path(args.runs_dir)
     started = time.perf_counter()
     on_b = args.iterations_on_b or args.iterations_per_task
-    runs = {seed: run_seed(seed, tasks, args.iterations_per_task, on_b, args.eval_samples, root) for seed in args.seeds}
+    runs = {seed: run_seed(seed, tasks, args.iterations_per_task, on_b, args.eval_samples, root, args.eval_every_b)
+            for seed in args.seeds}
     from stateset_agents.tasks.registry import get_task
 
     meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "iterations_on_b": on_b,
-            "eval_samples": args.eval_samples,
+            "eval_every_b": args.eval_every_b, "eval_samples": args.eval_samples,
             "eval_episodes": len(get_task(tasks[0]).eval_scenarios()[:args.eval_scenarios]) * args.eval_samples,
             "continual": {key: getattr(BASE_CONFIG, key) for key in
-                          ("replay_buffer_size", "replay_ratio", "kl_penalty_beta", "lwf_rows", "kl_beta")},
+                          ("replay_buffer_size", "replay_ratio", "kl_penalty_beta", "lwf_rows", "lwf_divergence",
+                           "kl_beta")},
             "wall_minutes": (time.perf_counter() - started) / 60,
             "machine": f"{os.cpu_count()} CPU cores, {args.threads} torch thread(s)",
             "reward_weights": reward_weights(get_task(tasks[0]).default_reward()),

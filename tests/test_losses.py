@@ -277,6 +277,34 @@ def test_teacher_kl_on_marked_rows_only():
     assert none_marked["kl_teacher"] == 0.0
 
 
+def test_forward_teacher_kl_by_hand_and_its_bounded_gradient():
+    """teacher_kl_direction="forward": KL(teacher || pi) by k3 with the roles swapped. Token 0: the student made the
+    teacher's token e^-6 times as likely (logp = t - 6); token 1: equal. Forward k3 per token =
+    exp(logp - t) - (logp - t) - 1 = e^-6 + 5 on token 0, 0 on token 1 -> KL (e^-6 + 5) / 2. Its gradient in logp is
+    exp(logp - t) - 1 = e^-6 - 1 (bounded by 1) on token 0 -> / 2 tokens x beta 0.5; the reverse k3's there is
+    1 - e^6 (about -402), so the forward term is what a spike of the reverse one becomes."""
+    teacher = torch.full((1, 2), math.log(0.5))
+    logprobs = (teacher + torch.tensor([[-6.0, 0.0]])).requires_grad_()
+    loss, stats = policy_loss(logprobs, logprobs.detach(), torch.zeros(1), torch.ones(1, 2),
+                              teacher_logprobs_B_T=teacher, teacher_kl_beta=0.5, teacher_kl_direction="forward")
+    assert stats["kl_teacher"] == pytest.approx((math.exp(-6) + 5) / 2, rel=1e-6)
+    assert loss.item() == pytest.approx(0.5 * (math.exp(-6) + 5) / 2, rel=1e-6)
+    loss.backward()
+    torch.testing.assert_close(logprobs.grad, torch.tensor([[0.25 * (math.exp(-6) - 1), 0.0]]))
+    reverse = logprobs.detach().clone().requires_grad_()
+    policy_loss(reverse, reverse.detach(), torch.zeros(1), torch.ones(1, 2), teacher_logprobs_B_T=teacher,
+                teacher_kl_beta=0.5)[0].backward()
+    assert reverse.grad[0, 0].item() == pytest.approx(0.25 * (1 - math.exp(6)), rel=1e-5)
+    # unmarked rows stay at 0 and without gradient in this direction too
+    other = logprobs.detach().clone().requires_grad_()
+    _, unmarked = policy_loss(other, other.detach(), torch.zeros(1), torch.ones(1, 2), teacher_logprobs_B_T=teacher,
+                              teacher_kl_beta=0.5, teacher_rows_B=torch.tensor([False]), teacher_kl_direction="forward")
+    assert unmarked["kl_teacher"] == 0.0
+    with pytest.raises(ValueError, match="teacher_kl_direction"):
+        policy_loss(other, other.detach(), torch.zeros(1), torch.ones(1, 2), teacher_logprobs_B_T=teacher,
+                    teacher_kl_beta=0.5, teacher_kl_direction="backward")
+
+
 def test_the_loss_is_the_sum_of_its_logged_terms():
     # policy: s = e^0.2 (no clip, eps 0.5), A = 1 -> -1.2214; ref KL: beta 0.1; teacher KL: beta 0.3
     logprobs, old, adv, mask = _inputs([[0.2, 0.2]], [1.0])

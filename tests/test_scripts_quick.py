@@ -63,7 +63,7 @@ SCRIPTS = [
     ("experiments/habit_rate.py", ["--quick", "--json", "OUT/habit.json"], ["habit.json"]),
     ("experiments/family_breakdown.py", ["experiments/results/sales/eval_v5_three_tasks.json", "--markdown",
                                          "OUT/families.md"], ["families.md"]),  # reads a committed report
-    ("experiments/forgetting.py", ["--quick", "--iterations-on-b", "2", "--output", "OUT/forgetting_k2.5",
+    ("experiments/forgetting.py", ["--quick", "--iterations-on-b", "2", "--eval-every-b", "1", "--output", "OUT/forgetting_k2.5",
                                    "--runs-dir", "OUT/runs"],
      ["forgetting_k2.5.json", "forgetting_k2.5.md", "forgetting_k2.5.png"]),  # a dot in the prefix
     ("experiments/reward_breakdown.py", ["--quick", "--out", "OUT/breakdown.json"], ["breakdown.json"]),
@@ -283,3 +283,26 @@ def test_partner_rehearsal_tasks_keep_shopcos_policy_on_partner_orders(monkeypat
     shipped = {order for name in ("customer_service", "customer_service_partner") for split in ("train", "eval")
                for s in get_task(name).scenarios(split) for order in s["world"]["orders"]}
     assert not shipped & {order for s in legacy + half for order in s["world"]["orders"]}
+
+
+def test_forgetting_curve_table_by_hand(forgetting):
+    """The table along B's phase: A's gain kept and B's gain at each evaluated B length, the end included."""
+    def held(reward, success):
+        return {"reward_mean": reward, "success_rate": success, "episodes": 4}
+
+    def arm(a_mid, a_end, b_mid, b_end):
+        return {"A before": held(0.2, 0.0), "A after A": held(0.4, 0.5), "B before": held(0.1, 0.0),
+                "B after A": held(0.1, 0.0), "A after B": held(*a_end), "B after B": held(*b_end)}, \
+               [{"b_iterations": 4, "A": held(*a_mid), "B": held(*b_mid)}]
+
+    none, none_curve = arm((0.3, 0.25), (0.2, 0.0), (0.5, 0.25), (0.6, 0.5))
+    replay, replay_curve = arm((0.4, 0.5), (0.35, 0.5), (0.3, 0.0), (0.5, 0.25))
+    run = {"none": none, "replay_lwf": replay, "curves": {"none": none_curve, "replay_lwf": replay_curve}}
+    lines = forgetting.curve_table({0: run, 1: {"none": none, "replay_lwf": replay}}, on_b=8)
+    rows = [line for line in lines if line.startswith("| 4 |") or line.startswith("| 8 |")]
+    assert rows == ["| 4 | none | 50% (50%) | 50% (50%) | +0.400 (+0.400) | +0.250 (+0.250) |",
+                    "| 4 | replay_lwf | 100% (100%) | 100% (100%) | +0.200 (+0.200) | +0.000 (+0.000) |",
+                    "| 8 | none | 0% (0%) | 0% (0%) | +0.500 (+0.500) | +0.500 (+0.500) |",
+                    "| 8 | replay_lwf | 75% (75%) | 100% (100%) | +0.400 (+0.400) | +0.250 (+0.250) |"]
+    assert "(seeds 0)" in lines[1]  # seed 1 recorded no curve
+    assert forgetting.curve_table({1: {"none": none, "replay_lwf": replay}}, on_b=8) == []

@@ -141,8 +141,8 @@ METRIC_DOCS: dict[str, str] = {
     "eval/user_failures": "Evaluation episodes dropped because the LLM customer could not reply (left out "
                           "of eval/reward_mean and eval/success_rate).",
     # --- continual learning
-    "continual/kl_teacher": "KL(pi_theta || pi_teacher) per sampled token to the frozen "
-                            "previous-task adapter (distillation / forgetting signal); with lwf_rows='replayed' "
+    "continual/kl_teacher": "KL(pi_theta || pi_teacher) per sampled token (KL(pi_teacher || pi_theta) with "
+                            "lwf_divergence='forward') to the frozen previous-task adapter (distillation / forgetting signal); with lwf_rows='replayed' "
                             "the current task's episodes count as 0, as in the loss.",
     "continual/replay_fraction": "Fraction of the rollout batch drawn from the replay buffer of "
                                  "earlier tasks.",

@@ -208,6 +208,11 @@ class TrainingConfig(BaseModel):
     lwf_rows: Literal["all", "replayed"] = Field("all", description=(
         "Where the LwF KL applies: every row of the update (all), or only the replayed episodes of earlier "
         "tasks (replayed; with replay_lwf), so it does not hold the new task's own episodes to the old policy."))
+    lwf_divergence: Literal["reverse", "forward"] = Field("reverse", description=(
+        "Which KL the LwF term estimates on the sampled tokens: reverse = KL(pi_theta || teacher) (tokens sampled "
+        "from pi_theta: the fresh episodes), forward = KL(teacher || pi_theta) (tokens sampled from the teacher's "
+        "side: replayed episodes, as distillation and CLEAR's behaviour cloning do; its gradient stays bounded "
+        "where the policy has made a teacher token unlikely)."))
 
     # --- evaluation, checkpoints, logging --------------------------------------------------------
     eval_every: int = Field(5, ge=0, description="Evaluate every N outer iterations; 0 = never.")

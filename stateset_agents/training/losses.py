@@ -22,7 +22,11 @@ against another policy's log-probs o, aggregated like the policy term (token mea
 then mean over sequences, `sequence_kl`), so every sequence weighs the same in every term:
   - reference KL (beta = kl_beta): o = log pi_ref, the base model (LoRA disabled);
   - teacher KL (beta = teacher_kl_beta): o = log pi_teacher, the previous task's frozen policy
-    (learning without forgetting, training/continual.py).
+    (learning without forgetting, training/continual.py). `teacher_kl_direction="forward"` estimates
+    KL(pi_teacher || pi) instead, for tokens sampled from the teacher's side (replayed episodes):
+    k3 with the roles swapped, exp(logp - o) - (logp - o) - 1, whose gradient in logp is
+    exp(logp - o) - 1, bounded by 1 where the student has made a teacher token unlikely (the
+    reverse k3's is exp(o - logp) - 1, unbounded there).
 
 Importance-weight correction (off unless `sampler_logprobs_B_T` is given): when the tokens were
 sampled by another engine than the trainer (e.g. an inference server), its log-probs log mu
@@ -48,10 +52,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["LOSS_TYPES", "LossType", "DEFAULT_IMPORTANCE_WEIGHT_CAP", "policy_loss", "sequence_kl", "k3_kl"]
+__all__ = ["LOSS_TYPES", "LossType", "KL_DIRECTIONS", "KLDirection", "DEFAULT_IMPORTANCE_WEIGHT_CAP", "policy_loss", "sequence_kl", "k3_kl"]
 
 LossType = Literal["gspo", "grpo", "gspo_token"]
 LOSS_TYPES: tuple[str, ...] = ("gspo", "grpo", "gspo_token")
+KLDirection = Literal["reverse", "forward"]
+KL_DIRECTIONS: tuple[str, ...] = ("reverse", "forward")
 DEFAULT_IMPORTANCE_WEIGHT_CAP = 2.0
 
 
@@ -70,6 +76,7 @@ def policy_loss(
     teacher_logprobs_B_T: Tensor | None = None,
     teacher_kl_beta: float = 0.0,
     teacher_rows_B: Tensor | None = None,
+    teacher_kl_direction: KLDirection = "reverse",
     sampler_logprobs_B_T: Tensor | None = None,
     importance_weight_cap: float = DEFAULT_IMPORTANCE_WEIGHT_CAP,
 ) -> tuple[Tensor, dict[str, float]]:
@@ -89,6 +96,8 @@ def policy_loss(
         teacher_kl_beta: coefficient of the teacher KL.
         teacher_rows_B: bool per row, the rows the teacher KL applies to (None: all); the others count as
             KL 0 in the mean over sequences (their teacher_logprobs_B_T values are ignored).
+        teacher_kl_direction: "reverse" estimates KL(pi_theta || pi_teacher) (k3 for tokens sampled from
+            pi_theta), "forward" KL(pi_teacher || pi_theta) (k3 for tokens sampled from the teacher).
         sampler_logprobs_B_T: log mu, the sampling engine's log-probs when it is not the trainer;
             None = no importance-weight correction.
         importance_weight_cap: C, the truncation of the importance weights (> 0).
@@ -111,6 +120,8 @@ def policy_loss(
         raise ValueError("kl_beta > 0 needs ref_logprobs_B_T (log-probs under the reference policy).")
     if teacher_kl_beta and teacher_logprobs_B_T is None:
         raise ValueError("teacher_kl_beta > 0 needs teacher_logprobs_B_T (log-probs under the teacher policy).")
+    if teacher_kl_direction not in KL_DIRECTIONS:
+        raise ValueError(f"teacher_kl_direction must be one of {KL_DIRECTIONS}, got {teacher_kl_direction!r}")
     if not importance_weight_cap > 0:
         raise ValueError(f"importance_weight_cap must be > 0, got {importance_weight_cap}")
     for name, other in (("ref_logprobs_B_T", ref_logprobs_B_T), ("teacher_logprobs_B_T", teacher_logprobs_B_T),
@@ -169,7 +180,8 @@ def policy_loss(
         teacher_B_T = teacher_logprobs_B_T
         if teacher_rows_B is not None:  # other rows compare with themselves: k3 and its gradient are 0 there
             teacher_B_T = torch.where(teacher_rows_B.bool()[:, None], teacher_B_T.float(), logp_B_T.detach())
-        kl_teacher = _sequence_k3(logp_B_T, teacher_B_T, sampled_B_T, seq_mean, valid_S)
+        kl_teacher = _sequence_k3(logp_B_T, teacher_B_T, sampled_B_T, seq_mean, valid_S,
+                                  forward=teacher_kl_direction == "forward")
         loss = loss + teacher_kl_beta * kl_teacher
         terms.update(kl_teacher=kl_teacher, loss_kl_teacher=teacher_kl_beta * kl_teacher)
     terms.update(loss_total=loss, policy_objective=objective)
@@ -204,10 +216,13 @@ def k3_kl(logprobs_B_T: Tensor, ref_logprobs_B_T: Tensor) -> Tensor:
     return torch.exp(delta_B_T) - delta_B_T - 1.0
 
 
-def _sequence_k3(logp_B_T: Tensor, other_B_T: Tensor, sampled_B_T: Tensor, seq_mean, valid_S: Tensor) -> Tensor:
-    """Mean over non-empty sequences of the token-mean k3 KL (logp_B_T already zero where unsampled)."""
+def _sequence_k3(logp_B_T: Tensor, other_B_T: Tensor, sampled_B_T: Tensor, seq_mean, valid_S: Tensor,
+                 forward: bool = False) -> Tensor:
+    """Mean over non-empty sequences of the token-mean k3 KL (logp_B_T already zero where unsampled):
+    KL(pi || other), or with `forward` KL(other || pi) (the same estimator with the roles swapped)."""
     other_B_T = torch.where(sampled_B_T, other_B_T.detach().float(), 0.0)
-    return _mean_or_zero(seq_mean(k3_kl(logp_B_T, other_B_T))[valid_S], logp_B_T)
+    per_token_B_T = k3_kl(other_B_T, logp_B_T) if forward else k3_kl(logp_B_T, other_B_T)
+    return _mean_or_zero(seq_mean(per_token_B_T)[valid_S], logp_B_T)
 
 
 def _clipped_objective(

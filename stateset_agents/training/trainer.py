@@ -400,7 +400,7 @@ class GSPOTrainer:
             ref_logprobs_B_T=mb.ref_logprobs, kl_beta=config.kl_beta,
             teacher_logprobs_B_T=mb.teacher_logprobs,  # LwF: KL to the previous task's frozen adapter
             teacher_kl_beta=config.kl_penalty_beta if mb.teacher_logprobs is not None else 0.0,
-            teacher_rows_B=mb.teacher_rows,
+            teacher_rows_B=mb.teacher_rows, teacher_kl_direction=config.lwf_divergence,
             sampler_logprobs_B_T=mb.sampler_logprobs,  # None: the sampler is this policy, no correction
             importance_weight_cap=config.importance_weight_cap,
         )
