@@ -13,7 +13,7 @@ from stateset_agents.training.continual import (
     REPLAY_BUFFER_FILE, ReplayBuffer, ReplayEpisode, ReplayTurn, TeacherAdapter, replay_count,
     rows_from_replay,
 )
-from stateset_agents.training.losses import policy_loss
+from stateset_agents.training.losses import policy_loss, sequence_kl
 from stateset_agents.training.trainer import GSPOTrainer
 
 TASKS = "customer_service,technical_support"
@@ -322,6 +322,39 @@ def test_lwf_rows_replayed_teaches_the_replayed_episodes_only(tmp_path):
     assert None not in values and max(values) > 0  # the student moves away from the teacher after the first step
     # one episode per micro-batch, two per step: the logged KL is the plain mean over the step's episodes
     assert metrics["continual/kl_teacher"] == pytest.approx(sum(values) / len(values), rel=1e-5)
+
+
+class RecordingTeacherKL(GSPOTrainer):
+    """Records, per micro-batch, the logged teacher KL and both directions' k3 recomputed from its tensors."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kls: list[tuple[float, float, float]] = []
+
+    def _loss(self, logprobs, mb, mask, scored):
+        loss, stats = super()._loss(logprobs, mb, mask, scored)
+        if mb.teacher_logprobs is not None:
+            student, teacher = logprobs.detach(), mb.teacher_logprobs
+            self.kls.append((stats["continual/kl_teacher"], sequence_kl(student, teacher, mask, mb.sequence_index).item(),
+                             sequence_kl(teacher, student, mask, mb.sequence_index).item()))
+        return loss, stats
+
+
+def test_lwf_divergence_forward_puts_the_teacher_first_in_the_kl(tmp_path):
+    """lwf_divergence='forward': the loss's teacher term is KL(teacher || policy) on the sampled tokens (k3 with the
+    roles swapped), which differs from the reverse one as soon as the policy has moved."""
+    config = tiny_config(tmp_path, task=TASKS, num_outer_iterations=2, continual_strategy="replay_lwf",
+                         replay_buffer_size=16, replay_ratio=0.5, kl_penalty_beta=0.5, save_every=0,
+                         lwf_divergence="forward")
+    trainer = RecordingTeacherKL(config, reward_fn=LengthReward(), log=lambda _: None)
+    trainer.iteration(0)
+    trainer.iteration(1)
+    moved = [(logged, reverse, forward) for logged, reverse, forward in trainer.kls if forward > 1e-6]
+    assert moved, "the policy never moved away from the teacher"
+    for logged, reverse, forward in moved:
+        assert logged == pytest.approx(forward, rel=1e-4) and logged != pytest.approx(reverse, rel=1e-4)
+    with pytest.raises(ValueError):
+        TrainingConfig(lwf_divergence="backward")
 
 
 def test_lwf_rows_replayed_needs_replay():

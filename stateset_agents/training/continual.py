@@ -50,6 +50,12 @@ Learning without forgetting (Li & Hoiem 2016, adapted to RL fine-tuning as a pol
     episodes answer to the policy term alone. Where two tasks share a surface and differ in the right action,
     the KL on the new task's rows pulls against exactly what it must learn. The other rows count as KL 0 in
     the mean over sequences (`losses.policy_loss`, teacher_rows_B).
+  - `lwf_divergence="forward"` estimates KL(π_teacher || π_θ) instead: k3 with the roles swapped,
+    exp(l − t) − (l − t) − 1, the estimator for tokens sampled from the teacher's side, which replayed
+    tokens are (sampled by an earlier task's policy; distillation and CLEAR's behaviour cloning use
+    this direction). Its gradient in l, exp(l − t) − 1, is bounded by 1 where the policy has made a
+    teacher token unlikely; the reverse k3's, exp(t − l) − 1, grows exponentially there, so on
+    replayed rows a single forgotten token can dominate a step (seen at 250 in the forgetting runs).
 
 Simplifications: the buffer replays whole episodes (all turns, one GSPO sequence); stored
 advantages are not recomputed; the teacher is a snapshot at the boundary (no EMA).
