@@ -235,11 +235,16 @@ def curve_table(runs: dict[int | str, dict], on_b: int) -> list[str]:
     with_curves = {seed: run for seed, run in runs.items() if "curves" in run}
     if not with_curves:
         return []
+
+    def lengths_of(run: dict) -> list[int]:
+        return [length for length, _, _ in curve_points(run, "none", on_b)]
+
+    lengths = lengths_of(next(iter(with_curves.values())))  # merged runs may have evaluated other points
+    with_curves = {seed: run for seed, run in with_curves.items() if lengths_of(run) == lengths}
     lines = ["", f"**Along B's phase** (seeds {', '.join(map(str, with_curves))}): A's gain kept = (A now - A before) / "
              "(A after A - A before); B's gain = B now - B after A", "",
              "| B iterations | arm | A's gain kept: reward | A's gain kept: success | B's gain: reward | "
              "B's gain: success |", "|---|---|---|---|---|---|"]
-    lengths = [length for length, _, _ in curve_points(next(iter(with_curves.values())), "none", on_b)]
     for index, length in enumerate(lengths):
         for strategy in STRATEGIES:
             cells = []
@@ -332,12 +337,10 @@ def recorded_command(argv) -> str:
 def merge_results(paths: list[Path], prefix: Path, argv) -> int:
     """One set of tables from several results JSON (same tasks and settings, distinct seeds)."""
     loaded = [json.loads(path.read_text()) for path in paths]
-    keys = ("tasks", "iterations_per_task", "iterations_on_b", "eval_every_b", "eval_samples", "eval_episodes",
-            "continual")
+    keys = ("tasks", "iterations_per_task", "iterations_on_b", "eval_samples", "eval_episodes", "continual")
     for item in loaded:  # results written before --iterations-on-b trained B as long as A; before lwf_divergence,
         item.setdefault("iterations_on_b", item["iterations_per_task"])  # the LwF KL was the reverse one
         item["continual"].setdefault("lwf_divergence", "reverse")
-        item.setdefault("eval_every_b", None)
     if any({key: item[key] for key in keys} != {key: loaded[0][key] for key in keys} for item in loaded):
         raise SystemExit(f"--merge: the results differ in one of {', '.join(keys)}")
     configs = {json.dumps(item["config"], sort_keys=True) for item in loaded if "config" in item}
@@ -423,7 +426,7 @@ def main(argv=None) -> int:
     from stateset_agents.tasks.registry import get_task
 
     meta = {"tasks": tasks, "iterations_per_task": args.iterations_per_task, "iterations_on_b": on_b,
-            "eval_every_b": args.eval_every_b, "eval_samples": args.eval_samples,
+            "eval_samples": args.eval_samples,
             "eval_episodes": len(get_task(tasks[0]).eval_scenarios()[:args.eval_scenarios]) * args.eval_samples,
             "continual": {key: getattr(BASE_CONFIG, key) for key in
                           ("replay_buffer_size", "replay_ratio", "kl_penalty_beta", "lwf_rows", "lwf_divergence",

@@ -298,11 +298,12 @@ def test_forgetting_curve_table_by_hand(forgetting):
     none, none_curve = arm((0.3, 0.25), (0.2, 0.0), (0.5, 0.25), (0.6, 0.5))
     replay, replay_curve = arm((0.4, 0.5), (0.35, 0.5), (0.3, 0.0), (0.5, 0.25))
     run = {"none": none, "replay_lwf": replay, "curves": {"none": none_curve, "replay_lwf": replay_curve}}
-    lines = forgetting.curve_table({0: run, 1: {"none": none, "replay_lwf": replay}}, on_b=8)
+    other_points = {**run, "curves": {"none": [], "replay_lwf": []}}  # evaluated only at the end: left out
+    lines = forgetting.curve_table({0: run, 1: {"none": none, "replay_lwf": replay}, 2: other_points}, on_b=8)
     rows = [line for line in lines if line.startswith("| 4 |") or line.startswith("| 8 |")]
     assert rows == ["| 4 | none | 50% (50%) | 50% (50%) | +0.400 (+0.400) | +0.250 (+0.250) |",
                     "| 4 | replay_lwf | 100% (100%) | 100% (100%) | +0.200 (+0.200) | +0.000 (+0.000) |",
                     "| 8 | none | 0% (0%) | 0% (0%) | +0.500 (+0.500) | +0.500 (+0.500) |",
                     "| 8 | replay_lwf | 75% (75%) | 100% (100%) | +0.400 (+0.400) | +0.250 (+0.250) |"]
-    assert "(seeds 0)" in lines[1]  # seed 1 recorded no curve
+    assert "(seeds 0)" in lines[1]  # seed 1 recorded no curve, seed 2 another one
     assert forgetting.curve_table({1: {"none": none, "replay_lwf": replay}}, on_b=8) == []
