@@ -62,9 +62,11 @@ QUICK = dict(model_name="tiny-kimi-k2.5-base", scenarios_per_iteration=1, num_ge
 BASE_CONFIG = None  # the TrainingConfig loaded from --config (main sets it)
 
 
-def make_config(strategy: str, seed: int, output_dir: Path, tasks: list[str], iterations_per_task: int):
+def make_config(strategy: str, seed: int, output_dir: Path, tasks: list[str], iterations_per_task: int,
+                iterations_on_b: int):
     return BASE_CONFIG.replace(task=",".join(tasks), output_dir=str(output_dir), seed=seed,
-                               num_outer_iterations=len(tasks) * iterations_per_task, continual_strategy=strategy)
+                               num_outer_iterations=iterations_per_task + iterations_on_b,
+                               task_iterations=[iterations_per_task, iterations_on_b], continual_strategy=strategy)
 
 
 EVAL_SCENARIOS: int | None = None  # None = all of a task's eval scenarios (--eval-scenarios)
@@ -113,7 +115,7 @@ def run_seed(seed: int, tasks: list[str], iterations_per_task: int, iterations_o
     eval_seed = 20_000 + seed
     shared = root / f"seed{seed}" / "replay_lwf"
     shutil.rmtree(root / f"seed{seed}", ignore_errors=True)
-    shared_trainer = GSPOTrainer(make_config("replay_lwf", seed, shared, tasks, iterations_per_task),
+    shared_trainer = GSPOTrainer(make_config("replay_lwf", seed, shared, tasks, iterations_per_task, iterations_on_b),
                                  log=lambda _: None)
     shared_trainer.config.save(shared)
     before = {"A before": held_out(shared_trainer, 0, samples, eval_seed),
@@ -130,13 +132,13 @@ def run_seed(seed: int, tasks: list[str], iterations_per_task: int, iterations_o
     results, curves = {}, {}
     for strategy in ("replay_lwf", "none"):  # replay_lwf first: it continues with the RNG state it has
         if strategy == "none":
-            config = make_config("none", seed, baseline_dir, tasks, iterations_per_task).replace(resume=True)
+            config = make_config("none", seed, baseline_dir, tasks, iterations_per_task, iterations_on_b).replace(
+                resume=True)
             trainer = GSPOTrainer(config, log=lambda _: None)
             config.save(baseline_dir)
             trainer._resume()
         else:
             trainer = shared_trainer
-        # The config keeps 2 x iterations_per_task (the task boundary); iterations past it stay on B.
         curves[strategy] = train_b(trainer, iterations_per_task, iterations_on_b, eval_every_b,
                                    lambda task_index: held_out(trainer, task_index, samples, eval_seed))
         results[strategy] = {**boundary, "A after B": held_out(trainer, 0, samples, eval_seed),

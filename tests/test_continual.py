@@ -361,3 +361,33 @@ def test_lwf_rows_replayed_needs_replay():
     with pytest.raises(ValueError, match="lwf_rows='replayed'"):
         TrainingConfig(continual_strategy="lwf", lwf_rows="replayed")
     assert TrainingConfig(task=TASKS, continual_strategy="replay_lwf", lwf_rows="replayed").lwf_rows == "replayed"
+
+
+def test_task_iterations_set_each_tasks_share_of_the_run(tmp_path):
+    """task_iterations: [1, 2] trains the first task 1 iteration and the second 2 (equal shares: 2 then 1)."""
+    uneven = GSPOTrainer(tiny_config(tmp_path / "uneven", task=TASKS, num_outer_iterations=3, task_iterations=[1, 2]),
+                         reward_fn=LengthReward(), log=lambda _: None)
+    assert [uneven.task_index(i) for i in range(3)] == [0, 1, 1]
+    even = GSPOTrainer(tiny_config(tmp_path / "even", task=TASKS, num_outer_iterations=3), reward_fn=LengthReward(),
+                       log=lambda _: None)
+    assert [even.task_index(i) for i in range(3)] == [0, 0, 1]
+    with pytest.raises(ValueError, match="sum to 4, num_outer_iterations is 3"):
+        TrainingConfig(task=TASKS, num_outer_iterations=3, task_iterations=[2, 2])
+    for counts in ([3], [0, 3], [1, 1, 1]):
+        with pytest.raises(ValueError, match="one count >= 1 per task"):
+            TrainingConfig(task=TASKS, num_outer_iterations=3, task_iterations=counts)
+
+
+def test_resume_may_lengthen_the_last_task_only(tmp_path):
+    from stateset_agents.training.run_dir import RunDirectoryError, check_run_directory
+
+    saved = TrainingConfig(task=TASKS, num_outer_iterations=4, task_iterations=[2, 2], output_dir=str(tmp_path))
+    saved.save(tmp_path)
+    (tmp_path / "checkpoints" / "iter_000003").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "iter_000003" / "COMPLETE").write_text("3")
+    longer_b = saved.replace(num_outer_iterations=6, task_iterations=[2, 4], resume=True)
+    assert any(line.startswith("task_iterations") for line in check_run_directory(longer_b))
+    for moved in (dict(num_outer_iterations=6, task_iterations=[4, 2]),   # the boundary moves
+                  dict(num_outer_iterations=6, task_iterations=None)):    # equal shares: 3 + 3
+        with pytest.raises(RunDirectoryError, match="moves a task boundary"):
+            check_run_directory(saved.replace(resume=True, **moved))

@@ -94,6 +94,9 @@ class TrainingConfig(BaseModel):
         "Group size G: episodes sampled per scenario; advantages compare rewards within a group (>= 2)."))
     scenarios_per_iteration: int = Field(4, ge=1, description="Scenarios (groups) rolled out per outer iteration.")
     num_outer_iterations: int = Field(10, ge=1, description="Outer iterations: rollout, reward, K optimizer steps.")
+    task_iterations: list[int] | None = Field(None, description=(
+        "Outer iterations on each task of a task sequence, in order (they sum to num_outer_iterations); "
+        "None = the tasks share the iterations equally."))
     minibatches_per_rollout: int | None = Field(None, ge=1, description=(
         "K, optimizer steps per rollout batch (TRL's steps_per_generation). None = episodes per rollout / "
         "(per_device_train_batch_size * gradient_accumulation_steps). K >= 2 lets the GSPO ratio move."))
@@ -276,8 +279,8 @@ class TrainingConfig(BaseModel):
     # --- cross-field validators ------------------------------------------------------------------
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainingConfig:
-        for check in (_check_batch_geometry, _check_clip_range, _check_lora, _check_vllm, _check_continual,
-                      _check_llm_user_and_judge):
+        for check in (_check_batch_geometry, _check_clip_range, _check_lora, _check_vllm, _check_task_iterations,
+                      _check_continual, _check_llm_user_and_judge):
             check(self)
         return self
 
@@ -505,6 +508,18 @@ def _check_vllm(config: TrainingConfig) -> None:
     if config.vllm_sync == "reload" and urls:
         raise ValueError("vllm_sync='reload' reloads the managed server's weights: leave vllm_base_url unset, or use "
                          "vllm_sync='lora' (runtime adapters on a server started with --enable-lora)")
+
+
+def _check_task_iterations(config: TrainingConfig) -> None:
+    counts = config.task_iterations
+    if counts is None:
+        return
+    tasks = config.task_sequence
+    if len(counts) != len(tasks) or min(counts) < 1:
+        raise ValueError(f"task_iterations needs one count >= 1 per task of {tasks}, got {counts}")
+    if sum(counts) != config.num_outer_iterations:
+        raise ValueError(f"task_iterations {counts} sum to {sum(counts)}, num_outer_iterations is "
+                         f"{config.num_outer_iterations}: set it to {sum(counts)}")
 
 
 def _check_continual(config: TrainingConfig) -> None:

@@ -1,7 +1,7 @@
 """Continual learning: a replay buffer of earlier tasks and learning without forgetting (LwF).
 
 `continual_strategy` (TrainingConfig) picks what is on: "none", "replay", "lwf" or "replay_lwf".
-Tasks follow each other as `config.task_sequence` (the trainer splits the iterations equally).
+Tasks follow each other as `config.task_sequence` (`task_iterations` on each, or equal shares).
 
 Replay (Rolnick et al. 2019, "Experience Replay for Continual Learning"; CLEAR):
   - Every scored episode of every iteration goes into a `ReplayBuffer` of at most

@@ -26,7 +26,7 @@ __all__ = ["RESUMABLE_FIELDS", "RunDirectoryError", "check_run_directory", "save
 CONFIG_FILENAME = "config.yaml"
 # what a resume may change: none of these alters the weights the run ends with
 RESUMABLE_FIELDS = frozenset({
-    "resume", "num_outer_iterations", "report_to", "wandb_project", "wandb_run_name",
+    "resume", "num_outer_iterations", "task_iterations", "report_to", "wandb_project", "wandb_run_name",
     "eval_every", "eval_scenarios", "save_every", "log_every",
 })
 
@@ -94,18 +94,23 @@ def _differences(saved: TrainingConfig, config: TrainingConfig) -> dict[str, str
 
 def _iteration_change_problems(saved: TrainingConfig, config: TrainingConfig, checkpoint: Path | None) -> dict:
     """More (or fewer) iterations on resume: only where the run's course so far stays valid."""
-    if saved.num_outer_iterations == config.num_outer_iterations:
+    if (saved.num_outer_iterations, saved.task_iterations) == (config.num_outer_iterations, config.task_iterations):
         return {}
     change = f"saved {saved.num_outer_iterations}, now {config.num_outer_iterations}"
+    if saved.task_iterations != config.task_iterations:
+        change += f" (task_iterations saved {saved.task_iterations}, now {config.task_iterations})"
     done = int(checkpoint.name.split("_")[1]) if checkpoint is not None else 0
     if config.num_outer_iterations < done:
         return {"num_outer_iterations": f"{change}, but the checkpoint is already at iteration {done}"}
     if config.lr_scheduler != "constant":
         return {"num_outer_iterations": f"{change}, but the {config.lr_scheduler} learning-rate schedule is "
                                         f"spread over the run's length (a new length would jump the schedule)"}
-    if len(config.task_sequence) > 1:
-        return {"num_outer_iterations": f"{change}, but the tasks share the iterations equally (a new length "
-                                        f"would move the task boundaries)"}
+    counts = (saved.task_iterations, config.task_iterations)
+    only_the_last_task_changes = None not in counts and counts[0][:-1] == counts[1][:-1]
+    if len(config.task_sequence) > 1 and not only_the_last_task_changes:
+        return {"num_outer_iterations": f"{change}, but that moves a task boundary (without task_iterations the "
+                                        f"tasks share the iterations equally); with task_iterations, change only "
+                                        f"the last task's count"}
     return {}
 
 

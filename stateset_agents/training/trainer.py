@@ -21,6 +21,8 @@ the ranks, the batch is gathered, updates are sharded and gradients reduced, ran
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 import time
@@ -179,9 +181,12 @@ class GSPOTrainer:
         return self.config.optimizer_steps_per_rollout(self.episodes_per_iteration)
 
     def task_index(self, iteration: int) -> int:
-        """Tasks share the iterations equally, in order."""
-        per_task = math.ceil(self.config.num_outer_iterations / len(self.tasks))
-        return min(iteration // per_task, len(self.tasks) - 1)
+        """The task of an outer iteration: `task_iterations` of each in order, or equal shares."""
+        counts = self.config.task_iterations
+        if counts is None:
+            per_task = math.ceil(self.config.num_outer_iterations / len(self.tasks))
+            return min(iteration // per_task, len(self.tasks) - 1)
+        return min(bisect.bisect_right(list(itertools.accumulate(counts)), iteration), len(self.tasks) - 1)
 
     def reward_for(self, task):
         """`reward_fn`, else the config's `reward: module:Class`, else the task's own; plus the judge when on."""
