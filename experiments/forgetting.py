@@ -11,10 +11,11 @@ Settings: `--config` (default `experiments/configs/forgetting_replay_lwf.yaml`, 
 `stateset-agents train --config` runs as one arm; `forgetting_none.yaml` is the other): the
 warm-started tiny Kimi-K2.5 (`tiny-kimi-k2.5`), LoRA, the demo's CPU settings (4 scenarios x 8
 generations per iteration, 4 optimizer steps per rollout, lr 2e-3), the guide's continual settings
-(replay_buffer_size=2000, replay_ratio=0.5, kl_penalty_beta=0.1). The script sets the task pair,
-the seed, the strategy and `--iterations-per-task` outer iterations on A, then as many on B
-(`--iterations-on-b`: another number on B; the learning rate is constant after warmup, so B's extra
-iterations train at the same rate).
+(replay_buffer_size=2000, replay_ratio=0.5) with the LwF KL on the replayed episodes as KL(teacher || policy)
+at kl_penalty_beta=1.0 (`lwf_rows: replayed`, `lwf_divergence: forward`), and `task_iterations` 8 on A then 16 on
+B. The script sets the task pair, the seed, the strategy, and the iterations on A (`--iterations-per-task`) and on
+B (`--iterations-on-b`); each defaults to the config's `task_iterations` (else 6 on A and as many on B). The
+learning rate is constant after warmup, so a longer B trains at the same rate.
 
 Measured on each task's held-out scenarios: A and B before training, at the boundary and at the end;
 A's RL gain (A after A - A before), the share of it left after B ((A after B - A before) / gain), and B's
@@ -367,9 +368,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tasks", default=None, help=(
         "A,B, or a built-in sequence of two (tasks.registry.TASK_SEQUENCES); default: the config's task"))
-    parser.add_argument("--iterations-per-task", type=int, default=6)
+    parser.add_argument("--iterations-per-task", type=int, default=None, help=(
+        "outer iterations on A (default: the config's task_iterations, else 6)"))
     parser.add_argument("--iterations-on-b", type=int, default=None, help=(
-        "outer iterations on B (default: --iterations-per-task)"))
+        "outer iterations on B (default: the config's task_iterations, else --iterations-per-task)"))
     parser.add_argument("--eval-every-b", type=int, default=None, help=(
         "also hold out A and B after every N iterations of B in both arms (a curve along B's phase; each point "
         "costs two evaluations per arm)"))
@@ -399,6 +401,7 @@ def main(argv=None) -> int:
     if args.quick:
         BASE_CONFIG = BASE_CONFIG.replace(**QUICK)
         args.seeds, args.iterations_per_task, args.eval_scenarios = [0], 1, 2
+        args.iterations_on_b = 1 if args.iterations_on_b is None else args.iterations_on_b
     if args.output is None:
         args.output = str(REPO / "experiments" / "results" / result_stem("forgetting", BASE_CONFIG.model_name,
                                                                          args.quick))
@@ -410,11 +413,15 @@ def main(argv=None) -> int:
 
     if args.merge:
         return merge_results(args.merge, Path(args.output), argv)
-    tasks = BASE_CONFIG.replace(task=args.tasks or BASE_CONFIG.task).task_sequence
+    tasks = BASE_CONFIG.replace(task=args.tasks or BASE_CONFIG.task, task_iterations=None).task_sequence
     if len(tasks) != 2:
         parser.error("--tasks takes exactly two tasks: A,B")
-    if args.iterations_on_b is not None and args.iterations_on_b < 1:
-        parser.error("--iterations-on-b must be at least 1")
+    configured = BASE_CONFIG.task_iterations or [6, None]  # each flag defaults to the config's count
+    if args.iterations_per_task is None:
+        args.iterations_per_task = configured[0]
+    on_b = next(count for count in (args.iterations_on_b, configured[1], args.iterations_per_task) if count is not None)
+    if min(args.iterations_per_task, on_b) < 1:
+        parser.error("--iterations-per-task and --iterations-on-b must be at least 1")
     if args.eval_every_b is not None and args.eval_every_b < 1:
         parser.error("--eval-every-b must be at least 1")
     if BASE_CONFIG.model_name in EMBEDDED_MODELS:  # else a model directory, e.g. a candidate warm start
@@ -422,7 +429,6 @@ def main(argv=None) -> int:
     prefix = Path(args.output)
     root = Path(args.runs_dir)
     started = time.perf_counter()
-    on_b = args.iterations_on_b or args.iterations_per_task
     runs = {seed: run_seed(seed, tasks, args.iterations_per_task, on_b, args.eval_samples, root, args.eval_every_b)
             for seed in args.seeds}
     from stateset_agents.tasks.registry import get_task

@@ -111,18 +111,24 @@ def test_experiment_configs_are_the_runs_they_describe():
     none = TrainingConfig.from_file(configs / "forgetting_none.yaml")
     assert replay.continual_strategy == "replay_lwf" and none.continual_strategy == "none"
     assert replay.replace(continual_strategy="none", output_dir=none.output_dir) == none
-    assert (replay.replay_buffer_size, replay.replay_ratio, replay.kl_penalty_beta) == (2000, 0.5, 0.1)
+    assert (replay.replay_buffer_size, replay.replay_ratio) == (2000, 0.5)
+    # stop 33 (FORGETTING.md, first section): forward LwF KL at 1.0 on the replayed episodes, 8 then 16 iterations
+    assert (replay.kl_penalty_beta, replay.lwf_divergence, replay.task_iterations) == (1.0, "forward", [8, 16])
+    forward = TrainingConfig.from_file(REPO / "experiments/results/forgetting_v6_forward/config_replay_lwf_forward_beta1.yaml")
+    assert forward.replace(num_outer_iterations=24, task_iterations=[8, 16]) == replay
     assert replay.model_name == "tiny-kimi-k2.5" and replay.task == "continual_two_stores"
     assert (replay.clip_epsilon_low, replay.clip_epsilon_high) == (demo.clip_epsilon_low, demo.clip_epsilon_high)
     assert replay.task_sequence == ["customer_service", "customer_service_claims"]
-    assert replay.lwf_rows == "replayed"  # FORGETTING.md's v6 section (the committed configs)
-    measured = TrainingConfig.from_file(REPO / "experiments/results/forgetting_v6/config_replay_lwf_replayed.yaml")
-    assert measured == replay
-    # stop 29's runs on the withdrawn warm start v7 (FORGETTING.md, first section): the same config at 64 tokens
+    assert replay.lwf_rows == "replayed"
+    # stops 28 and 32 (FORGETTING.md's v6 sections): the guide's reverse KL at 0.1, the trainer's equal split
+    stop28 = replay.replace(kl_penalty_beta=0.1, lwf_divergence="reverse", num_outer_iterations=16, task_iterations=None)
+    assert TrainingConfig.from_file(REPO / "experiments/results/forgetting_v6/config_replay_lwf_replayed.yaml") == stop28
+    # stop 29's runs on the withdrawn warm start v7 (FORGETTING.md): the same config at 64 tokens
     v7 = TrainingConfig.from_file(REPO / "experiments/results/forgetting_v7/config_replay_lwf.yaml")
-    assert v7 == replay.replace(max_new_tokens=64)
+    assert v7 == stop28.replace(max_new_tokens=64)
     recorded = json.loads((REPO / "experiments/results/forgetting_v7/forgetting_v7_tokens64_seeds012.json").read_text())
-    assert recorded["config"] == v7.model_dump(mode="json", exclude={"output_dir", "seed", "continual_strategy"})
+    newer = {"output_dir", "seed", "continual_strategy", "lwf_divergence", "task_iterations"}  # the last two: stop 33
+    assert recorded["config"] == v7.model_dump(mode="json", exclude=newer)
 
 
 # What each variant of the demo's run changes (experiments/LOG.md, "RL's budget"); nothing else may differ from
