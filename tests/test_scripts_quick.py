@@ -63,8 +63,8 @@ SCRIPTS = [
     ("experiments/habit_rate.py", ["--quick", "--json", "OUT/habit.json"], ["habit.json"]),
     ("experiments/family_breakdown.py", ["experiments/results/sales/eval_v5_three_tasks.json", "--markdown",
                                          "OUT/families.md"], ["families.md"]),  # reads a committed report
-    ("experiments/forgetting.py", ["--quick", "--iterations-on-b", "2", "--eval-every-b", "1", "--output", "OUT/forgetting_k2.5",
-                                   "--runs-dir", "OUT/runs"],
+    ("experiments/forgetting.py", ["--quick", "--iterations-on-b", "2", "--eval-every-b", "1",
+                                   "--output", "OUT/forgetting_k2.5", "--runs-dir", "OUT/runs"],
      ["forgetting_k2.5.json", "forgetting_k2.5.md", "forgetting_k2.5.png"]),  # a dot in the prefix
     ("experiments/reward_breakdown.py", ["--quick", "--out", "OUT/breakdown.json"], ["breakdown.json"]),
     ("experiments/warm_start_experiment.py", ["--quick", "--out", "OUT/exp"], ["exp/out/warm_start.json",
@@ -114,7 +114,8 @@ def test_experiment_configs_are_the_runs_they_describe():
     assert (replay.replay_buffer_size, replay.replay_ratio) == (2000, 0.5)
     # stop 33 (FORGETTING.md, first section): forward LwF KL at 1.0 on the replayed episodes, 8 then 16 iterations
     assert (replay.kl_penalty_beta, replay.lwf_divergence, replay.task_iterations) == (1.0, "forward", [8, 16])
-    forward = TrainingConfig.from_file(REPO / "experiments/results/forgetting_v6_forward/config_replay_lwf_forward_beta1.yaml")
+    results = REPO / "experiments/results"
+    forward = TrainingConfig.from_file(results / "forgetting_v6_forward/config_replay_lwf_forward_beta1.yaml")
     assert forward.replace(num_outer_iterations=24, task_iterations=[8, 16]) == replay
     assert replay.model_name == "tiny-kimi-k2.5" and replay.task == "continual_two_stores"
     assert (replay.clip_epsilon_low, replay.clip_epsilon_high) == (demo.clip_epsilon_low, demo.clip_epsilon_high)

@@ -207,7 +207,8 @@ class TrainingConfig(BaseModel):
     replay_buffer_size: int = Field(1000, ge=1, description="Most episodes kept in the replay buffer.")
     replay_ratio: float = Field(0.25, ge=0.0, lt=1.0, description="Fraction of each batch drawn from the replay buffer.")
     kl_penalty_beta: float = Field(0.1, ge=0.0, description=(
-        "LwF coefficient: KL(pi_theta || previous-task policy) per sampled token."))
+        "LwF coefficient: KL(pi_theta || previous-task policy) per sampled token (the other direction with "
+        "lwf_divergence='forward')."))
     lwf_rows: Literal["all", "replayed"] = Field("all", description=(
         "Where the LwF KL applies: every row of the update (all), or only the replayed episodes of earlier "
         "tasks (replayed; with replay_lwf), so it does not hold the new task's own episodes to the old policy."))

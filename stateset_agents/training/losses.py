@@ -52,7 +52,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["LOSS_TYPES", "LossType", "KL_DIRECTIONS", "KLDirection", "DEFAULT_IMPORTANCE_WEIGHT_CAP", "policy_loss", "sequence_kl", "k3_kl"]
+__all__ = ["LOSS_TYPES", "LossType", "KL_DIRECTIONS", "KLDirection", "DEFAULT_IMPORTANCE_WEIGHT_CAP", "policy_loss",
+           "sequence_kl", "k3_kl"]
 
 LossType = Literal["gspo", "grpo", "gspo_token"]
 LOSS_TYPES: tuple[str, ...] = ("gspo", "grpo", "gspo_token")
