@@ -12,7 +12,7 @@ Settings: `--config` (default `experiments/configs/forgetting_replay_lwf.yaml`, 
 warm-started tiny Kimi-K2.5 (`tiny-kimi-k2.5`), LoRA, the demo's CPU settings (4 scenarios x 8
 generations per iteration, 4 optimizer steps per rollout, lr 2e-3), the guide's continual settings
 (replay_buffer_size=2000, replay_ratio=0.5) with the LwF KL on the replayed episodes as KL(teacher || policy)
-at kl_penalty_beta=1.0 (`lwf_rows: replayed`, `lwf_divergence: forward`), and `task_iterations` 8 on A then 16 on
+at kl_penalty_beta=0.5 (`lwf_rows: replayed`, `lwf_divergence: forward`), and `task_iterations` 8 on A then 16 on
 B. The script sets the task pair, the seed, the strategy, and the iterations on A (`--iterations-per-task`) and on
 B (`--iterations-on-b`); each defaults to the config's `task_iterations` (else 6 on A and as many on B). The
 learning rate is constant after warmup, so a longer B trains at the same rate.

@@ -112,11 +112,13 @@ def test_experiment_configs_are_the_runs_they_describe():
     assert replay.continual_strategy == "replay_lwf" and none.continual_strategy == "none"
     assert replay.replace(continual_strategy="none", output_dir=none.output_dir) == none
     assert (replay.replay_buffer_size, replay.replay_ratio) == (2000, 0.5)
-    # stop 33 (FORGETTING.md, first section): forward LwF KL at 1.0 on the replayed episodes, 8 then 16 iterations
-    assert (replay.kl_penalty_beta, replay.lwf_divergence, replay.task_iterations) == (1.0, "forward", [8, 16])
-    results = REPO / "experiments/results"
-    forward = TrainingConfig.from_file(results / "forgetting_v6_forward/config_replay_lwf_forward_beta1.yaml")
-    assert forward.replace(num_outer_iterations=24, task_iterations=[8, 16]) == replay
+    # stop 34 (FORGETTING.md, first section): forward LwF KL at 0.5 on the replayed episodes, 8 then 16 iterations
+    assert (replay.kl_penalty_beta, replay.lwf_divergence, replay.task_iterations) == (0.5, "forward", [8, 16])
+    results = REPO / "experiments/results/forgetting_v6_forward"
+    assert TrainingConfig.from_file(results / "config_replay_lwf_forward_beta0.5.yaml") == replay
+    # stop 33: the same at 1.0, before task_iterations existed (the script set the lengths)
+    forward = TrainingConfig.from_file(results / "config_replay_lwf_forward_beta1.yaml")
+    assert forward.replace(num_outer_iterations=24, task_iterations=[8, 16], kl_penalty_beta=0.5) == replay
     assert replay.model_name == "tiny-kimi-k2.5" and replay.task == "continual_two_stores"
     assert (replay.clip_epsilon_low, replay.clip_epsilon_high) == (demo.clip_epsilon_low, demo.clip_epsilon_high)
     assert replay.task_sequence == ["customer_service", "customer_service_claims"]
