@@ -116,6 +116,9 @@ def test_experiment_configs_are_the_runs_they_describe():
     assert (replay.kl_penalty_beta, replay.lwf_divergence, replay.task_iterations) == (0.5, "forward", [8, 16])
     results = REPO / "experiments/results/forgetting_v6_forward"
     assert TrainingConfig.from_file(results / "config_replay_lwf_forward_beta0.5.yaml") == replay
+    # stop 34's one-seed screen: the same at the guide's 0.1
+    screen = TrainingConfig.from_file(results / "config_replay_lwf_forward_beta0.1.yaml")
+    assert screen == replay.replace(kl_penalty_beta=0.1)
     # stop 33: the same at 1.0, before task_iterations existed (the script set the lengths)
     forward = TrainingConfig.from_file(results / "config_replay_lwf_forward_beta1.yaml")
     assert forward.replace(num_outer_iterations=24, task_iterations=[8, 16], kl_penalty_beta=0.5) == replay

@@ -143,8 +143,8 @@ METRIC_DOCS: dict[str, str] = {
     # --- continual learning
     "continual/kl_teacher": "KL(pi_theta || pi_teacher) per sampled token (KL(pi_teacher || pi_theta) with "
                             "lwf_divergence='forward') to the frozen previous-task adapter (distillation / "
-                            "forgetting signal); with lwf_rows='replayed' "
-                            "the current task's episodes count as 0, as in the loss.",
+                            "forgetting signal); with lwf_rows='replayed' the current task's episodes count as 0, "
+                            "as in the loss.",
     "continual/replay_fraction": "Fraction of the rollout batch drawn from the replay buffer of "
                                  "earlier tasks.",
     "continual/buffer_size": "Number of items held in the replay buffer.",
